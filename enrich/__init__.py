@@ -1,0 +1,1 @@
+"""Enrich: resolves customer (room-name prefix) and user (externalId) for each raw Whereby event."""

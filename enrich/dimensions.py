@@ -1,0 +1,175 @@
+"""The dimension table: customers and users, materialised from the compacted dimensions topic.
+
+Records (JSON values; a null value, i.e. a tombstone, deletes):
+- key `customer:<id>`: `{customer_id, name, room_name_prefixes[], attributes{}}`
+- key `user:<externalId>`: `{external_id, user_id, customer_id, name, email, attributes{}}`
+
+`version` is one past the offset of the last record applied, so every enriched event can say exactly
+which state of the dimensions it was resolved against.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from enrich.prefixes import PrefixIndex
+from pipeline import contract
+
+PREFIX_RE = re.compile(r"^[a-z0-9-]{1,39}$")
+EXTERNAL_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,36}$")
+
+
+class DimensionError(ValueError):
+    """A dimension record is invalid; the message says which field and why."""
+
+
+@dataclass(frozen=True)
+class Customer:
+    customer_id: str
+    name: str
+    room_name_prefixes: tuple[str, ...]
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class User:
+    external_id: str
+    user_id: str
+    customer_id: str | None
+    name: str | None
+    email: str | None
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+def _str(doc: dict[str, Any], name: str, *, required: bool = True) -> str | None:
+    value = doc.get(name)
+    if value is None or value == "":
+        if required:
+            raise DimensionError(f"`{name}` is required")
+        return None
+    if not isinstance(value, str | int):
+        raise DimensionError(f"`{name}` must be a string")
+    return str(value)
+
+
+def _attributes(doc: dict[str, Any]) -> dict[str, str]:
+    attrs = doc.get("attributes") or {}
+    if not isinstance(attrs, dict):
+        raise DimensionError("`attributes` must be an object")
+    return {str(k): v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in attrs.items()}
+
+
+def validate_prefix(prefix: str) -> str:
+    """Check a room-name prefix as Whereby normalises it: lower-case `[a-z0-9-]`, 1-39 characters."""
+    if not PREFIX_RE.match(prefix):
+        raise DimensionError(f"room name prefix {prefix!r} must be 1-39 characters of a-z, 0-9 and '-'")
+    return prefix
+
+
+def validate_external_id(external_id: str) -> str:
+    """Check an externalId as Whereby accepts it: `[A-Za-z0-9_-]{1,36}`."""
+    if not EXTERNAL_ID_RE.match(external_id):
+        raise DimensionError(f"external_id {external_id!r} must be 1-36 characters of A-Z, a-z, 0-9, '_' and '-'")
+    return external_id
+
+
+def customer_from_doc(doc: Any) -> Customer:
+    """Validate a customer record."""
+    if not isinstance(doc, dict):
+        raise DimensionError("customer record must be a JSON object")
+    customer_id = _str(doc, "customer_id")
+    assert customer_id is not None
+    prefixes = doc.get("room_name_prefixes") or []
+    if not isinstance(prefixes, list) or not all(isinstance(p, str) for p in prefixes):
+        raise DimensionError("`room_name_prefixes` must be a list of strings")
+    if len(set(prefixes)) != len(prefixes):
+        raise DimensionError("`room_name_prefixes` lists the same prefix twice")
+    return Customer(
+        customer_id=customer_id,
+        name=_str(doc, "name", required=False) or customer_id,
+        room_name_prefixes=tuple(validate_prefix(p) for p in prefixes),
+        attributes=_attributes(doc),
+    )
+
+
+def user_from_doc(doc: Any) -> User:
+    """Validate a user record."""
+    if not isinstance(doc, dict):
+        raise DimensionError("user record must be a JSON object")
+    external_id = _str(doc, "external_id")
+    assert external_id is not None
+    return User(
+        external_id=validate_external_id(external_id),
+        user_id=_str(doc, "user_id", required=False) or external_id,
+        customer_id=_str(doc, "customer_id", required=False),
+        name=_str(doc, "name", required=False),
+        email=_str(doc, "email", required=False),
+        attributes=_attributes(doc),
+    )
+
+
+class DimensionTable:
+    """In-memory customers, users and the prefix index, updated record by record."""
+
+    def __init__(self) -> None:
+        self.customers: dict[str, Customer] = {}
+        self.users: dict[str, User] = {}
+        self.prefixes = PrefixIndex()
+        self.version = 0
+
+    def apply(self, key: bytes | None, value: bytes | None, offset: int) -> None:
+        """Apply one record from the dimensions topic; raises DimensionError if it is invalid.
+
+        The version advances even for a rejected record, since it reflects the topic position read.
+        """
+        self.version = max(self.version, offset + 1)
+        text = (key or b"").decode("utf-8", "replace")
+        if text.startswith(contract.DIM_CUSTOMER_PREFIX):
+            ident = text[len(contract.DIM_CUSTOMER_PREFIX) :]
+            if value is None:
+                self.remove_customer(ident)
+            else:
+                self.put_customer(customer_from_doc(_loads(value)))
+        elif text.startswith(contract.DIM_USER_PREFIX):
+            ident = text[len(contract.DIM_USER_PREFIX) :]
+            if value is None:
+                self.users.pop(ident, None)
+            else:
+                user = user_from_doc(_loads(value))
+                self.users[user.external_id] = user
+        else:
+            raise DimensionError(f"dimension key {text!r} must start with 'customer:' or 'user:'")
+
+    def put_customer(self, customer: Customer) -> None:
+        """Insert or replace a customer; a prefix owned by another customer is an error."""
+        for prefix in customer.room_name_prefixes:
+            owner = self.prefixes.owner_of(prefix)
+            if owner is not None and owner != customer.customer_id:
+                raise DimensionError(f"prefix {prefix!r} already belongs to customer {owner!r}")
+        self.remove_customer(customer.customer_id)
+        self.customers[customer.customer_id] = customer
+        for prefix in customer.room_name_prefixes:
+            self.prefixes.add(prefix, customer.customer_id)
+
+    def remove_customer(self, customer_id: str) -> None:
+        old = self.customers.pop(customer_id, None)
+        if old is not None:
+            for prefix in old.room_name_prefixes:
+                if self.prefixes.owner_of(prefix) == customer_id:
+                    self.prefixes.remove(prefix)
+
+    def customer_for_room(self, room_name: str) -> Customer | None:
+        """The customer owning the longest registered prefix of `room_name` (leading `/` ignored)."""
+        match = self.prefixes.longest_match(room_name.removeprefix("/"))
+        return None if match is None else self.customers.get(match[1])
+
+
+def _loads(value: bytes) -> Any:
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        raise DimensionError("dimension record is not valid JSON") from None

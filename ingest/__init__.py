@@ -1,0 +1,1 @@
+"""Ingest: the HTTP receiver for Whereby webhooks. Verifies, bounds, produces, then answers."""

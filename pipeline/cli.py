@@ -1,0 +1,78 @@
+"""The `whereby-pipeline` command.
+
+Each stage contributes its own subcommands through a `register(subparsers)` function in its `cli`
+module; this file only wires them together, runs the chosen one and turns configuration errors into a
+one-line message and exit code 2 (never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline import kafka, logs
+from pipeline.runner import Service, serve
+from pipeline.settings import ConfigError, Settings
+
+STAGE_CLIS = ("ingest.cli", "enrich.cli", "sink.cli")
+
+
+def load_settings() -> Settings:
+    """Settings from the environment over an optional `.env` in the working directory."""
+    return Settings.from_env(dotenv=Path(".env"))
+
+
+def run_service(factory: Callable[[Settings], Service], host_port: Callable[[Settings], tuple[str, int]]) -> int:
+    """Run a stage as a long-lived service with JSON logs; returns the exit code."""
+    settings = load_settings()
+    service = factory(settings)
+    logs.configure(service.name)
+    host, port = host_port(settings)
+    return asyncio.run(serve(service, host, port))
+
+
+def run_async(coro: Coroutine[Any, Any, int]) -> int:
+    """Run a one-shot async command."""
+    return asyncio.run(coro)
+
+
+async def _topics(_: argparse.Namespace) -> int:
+    settings = load_settings()
+    await kafka.wait_for_broker(settings)
+    created = await kafka.ensure_topics(settings)
+    names = [spec.name for spec in kafka.topic_specs(settings)]
+    print(
+        f"topics ready on {settings.kafka_bootstrap_servers}: {', '.join(names)}"
+        + (f" (created {', '.join(created)})" if created else " (all existed)")
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="whereby-pipeline", description="Whereby webhooks -> Kafka -> ClickHouse usage pipeline"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    topics = sub.add_parser("topics", help="create the Kafka topics of the contract (idempotent)")
+    topics.set_defaults(handler=lambda args: run_async(_topics(args)))
+    for module in STAGE_CLIS:
+        importlib.import_module(module).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        code = int(args.handler(args))
+    except ConfigError as exc:
+        print(f"whereby-pipeline: {exc}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)

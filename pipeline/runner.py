@@ -1,0 +1,114 @@
+"""The service runner: one owner for a stage's lifecycle.
+
+A stage implements :class:`Service`. The runner starts it (failing fast with a one-line message on bad
+config), serves `/healthz` (liveness), `/readyz` (readiness) and `/metrics` next to the stage's own
+routes on one port, and on SIGTERM/SIGINT stops intake, lets the stage drain and flush, then closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Protocol
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from pipeline.settings import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class Service(Protocol):
+    """What a stage provides to the runner."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Connect and prepare; raise ConfigError for anything the operator must fix."""
+
+    async def run(self) -> None:
+        """Do the work until `stop()` is called; returning early or raising means the stage failed."""
+
+    async def stop(self) -> None:
+        """Stop intake, finish in-flight work, flush, commit and close. Idempotent."""
+
+    def ready(self) -> bool:
+        """True while the stage can do its work (e.g. its broker connection is up)."""
+
+    def routes(self) -> list[web.RouteDef]:
+        """Extra HTTP routes served on the stage's port (may be empty)."""
+
+
+async def _healthz(_: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+async def _metrics(_: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def build_app(service: Service, *, client_max_size: int = 1024**2) -> web.Application:
+    """The stage's HTTP application: its routes plus health, readiness and metrics."""
+
+    async def readyz(_: web.Request) -> web.Response:
+        ok = service.ready()
+        return web.json_response({"ready": ok}, status=200 if ok else 503)
+
+    app = web.Application(client_max_size=client_max_size)
+    app.add_routes(
+        [web.get("/healthz", _healthz), web.get("/readyz", readyz), web.get("/metrics", _metrics), *service.routes()]
+    )
+    return app
+
+
+async def serve(service: Service, host: str, port: int, *, shutdown_timeout_s: float = 10.0) -> int:
+    """Run `service` with its HTTP endpoints until a signal or a failure; returns a process exit code."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+
+    try:
+        await service.start()
+    except ConfigError as exc:
+        log.error(str(exc), extra={"service": service.name})
+        with contextlib.suppress(Exception):
+            await service.stop()
+        return 2
+
+    runner = web.AppRunner(build_app(service), shutdown_timeout=shutdown_timeout_s, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        log.error(f"cannot listen on {host}:{port}: {exc.strerror}; set another port", extra={"service": service.name})
+        await service.stop()
+        await runner.cleanup()
+        return 2
+    log.info(f"{service.name} listening on http://{host}:{port}", extra={"service": service.name})
+
+    work = asyncio.create_task(service.run(), name=f"{service.name}-run")
+    stop_wait = asyncio.create_task(stopping.wait())
+    await asyncio.wait({work, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    if work.done() and not stopping.is_set():
+        exc = work.exception()
+        log.error(
+            f"{service.name} stopped unexpectedly: {exc!r}" if exc else f"{service.name} run loop ended",
+            extra={"service": service.name},
+        )
+        code = 1
+    log.info(f"{service.name} stopping: draining in-flight work", extra={"service": service.name})
+    # Stop listening first and let in-flight requests finish (bounded), then let the stage drain,
+    # flush and commit: a request that got its answer has already been produced.
+    await runner.cleanup()
+    await service.stop()
+    if not work.done():
+        with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
+            await asyncio.wait_for(work, timeout=shutdown_timeout_s)
+    stop_wait.cancel()
+    log.info(f"{service.name} stopped", extra={"service": service.name})
+    return code

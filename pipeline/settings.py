@@ -1,0 +1,164 @@
+"""Settings from the environment, validated once at startup.
+
+Every value has a documented environment variable (see the README's configuration table). A bad
+value raises :class:`ConfigError` with a one-line message that names the variable and what to set,
+so a misconfigured service fails at start instead of at the first event.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline import contract
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid. The message is meant for the operator, as is."""
+
+
+def _dotenv(path: Path) -> dict[str, str]:
+    """Read KEY=VALUE lines from a .env file; the real environment always wins over it."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise ConfigError(f"{path}:{number}: expected KEY=VALUE")
+        values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
+class _Reader:
+    """Typed access to the merged environment, with errors that name the variable."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def str(self, name: str, default: str) -> str:
+        value = self._env.get(name, "").strip()
+        return value or default
+
+    def int(self, name: str, default: int, *, low: int = 0, high: int = 2**31) -> int:
+        raw = self._env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+        return value
+
+    def float(self, name: str, default: float, *, low: float = 0.0) -> float:
+        raw = self._env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+        if value <= low:
+            raise ConfigError(f"{name} must be greater than {low}, got {value}")
+        return value
+
+    def port(self, name: str, default: int) -> int:
+        return self.int(name, default, low=0, high=65535)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All configuration of all three stages. Each stage reads the part it needs."""
+
+    kafka_bootstrap_servers: str
+    kafka_connect_timeout_s: float
+    topic_raw: str
+    topic_enriched: str
+    topic_dimensions: str
+    topic_deadletter: str
+    topic_partitions: int
+    topic_replication_factor: int
+
+    webhook_secrets: tuple[str, ...]
+    webhook_tolerance_s: int
+    webhook_max_bytes: int
+    produce_timeout_s: float
+    max_in_flight: int
+
+    ingest_host: str
+    ingest_port: int
+    enrich_host: str
+    enrich_port: int
+    sink_host: str
+    sink_port: int
+
+    enrich_group: str
+    sink_group: str
+
+    clickhouse_url: str
+    clickhouse_database: str
+    sink_batch_rows: int
+    sink_batch_bytes: int
+    sink_batch_seconds: float
+
+    instance_id: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, dotenv: Path | None = None) -> Settings:
+        """Build settings from `environ` (default: the process environment) over an optional .env file."""
+        merged = dict(_dotenv(dotenv)) if dotenv else {}
+        merged.update(os.environ if environ is None else environ)
+        env = _Reader(merged)
+        secrets = tuple(s.strip() for s in env.str("WHEREBY_WEBHOOK_SECRET", "").split(",") if s.strip())
+        data_dir = Path(env.str("PIPELINE_DATA_DIR", ".data")).resolve()
+        clickhouse_url = env.str("CLICKHOUSE_URL", f"chdb://{data_dir / 'clickhouse'}")
+        if not clickhouse_url.startswith(("chdb://", "http://", "https://")):
+            raise ConfigError(
+                f"CLICKHOUSE_URL must start with chdb://, http:// or https://, got {clickhouse_url.split('://')[0]!r}"
+            )
+        return cls(
+            kafka_bootstrap_servers=env.str("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+            kafka_connect_timeout_s=env.float("KAFKA_CONNECT_TIMEOUT_S", 30.0),
+            topic_raw=env.str("TOPIC_RAW", contract.TOPIC_RAW),
+            topic_enriched=env.str("TOPIC_ENRICHED", contract.TOPIC_ENRICHED),
+            topic_dimensions=env.str("TOPIC_DIMENSIONS", contract.TOPIC_DIMENSIONS),
+            topic_deadletter=env.str("TOPIC_DEADLETTER", contract.TOPIC_DEADLETTER),
+            topic_partitions=env.int("KAFKA_TOPIC_PARTITIONS", 6, low=1, high=10_000),
+            topic_replication_factor=env.int("KAFKA_REPLICATION_FACTOR", 1, low=1, high=16),
+            webhook_secrets=secrets,
+            webhook_tolerance_s=env.int("WEBHOOK_TOLERANCE_S", 300, low=1),
+            webhook_max_bytes=env.int("WEBHOOK_MAX_BYTES", 64 * 1024, low=1024),
+            produce_timeout_s=env.float("PRODUCE_TIMEOUT_S", 3.0),
+            max_in_flight=env.int("INGEST_MAX_IN_FLIGHT", 2000, low=1),
+            ingest_host=env.str("INGEST_HOST", "0.0.0.0"),
+            ingest_port=env.port("INGEST_PORT", 8080),
+            enrich_host=env.str("ENRICH_HOST", "127.0.0.1"),
+            enrich_port=env.port("ENRICH_PORT", 8081),
+            sink_host=env.str("SINK_HOST", "127.0.0.1"),
+            sink_port=env.port("SINK_PORT", 8082),
+            enrich_group=env.str("ENRICH_GROUP", "whereby-enrich"),
+            sink_group=env.str("SINK_GROUP", "whereby-sink"),
+            clickhouse_url=clickhouse_url,
+            clickhouse_database=env.str("CLICKHOUSE_DATABASE", "whereby"),
+            sink_batch_rows=env.int("SINK_BATCH_ROWS", 10_000, low=1),
+            sink_batch_bytes=env.int("SINK_BATCH_BYTES", 16 * 1024 * 1024, low=1024),
+            sink_batch_seconds=env.float("SINK_BATCH_SECONDS", 1.0),
+            instance_id=env.str("INSTANCE_ID", f"{socket.gethostname()}-{os.getpid()}"),
+        )
+
+    def require_webhook_secrets(self) -> tuple[str, ...]:
+        """The signing secrets, or a ConfigError telling the operator what to set."""
+        if not self.webhook_secrets:
+            raise ConfigError(
+                "WHEREBY_WEBHOOK_SECRET is not set: set it to the signing secret shown in Whereby's "
+                "dashboard (Configure -> Webhooks); separate several with commas during rotation"
+            )
+        return self.webhook_secrets

@@ -1,0 +1,1 @@
+"""Sink: everything ClickHouse. Versioned schema, batching writer, commit-after-insert consumer."""

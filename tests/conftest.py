@@ -1,0 +1,109 @@
+"""Shared fixtures: a real Kafka broker, the real ClickHouse engine, and per-test isolation.
+
+Kafka, chosen automatically (documented in the README):
+1. `KAFKA_BOOTSTRAP_SERVERS` set → that broker is used, nothing is started.
+2. else a Docker engine answers → testcontainers starts `apache/kafka`.
+3. else the local broker from `deploy/kafka/kafka.sh` (Maven Central jars) on 127.0.0.1:19092, with its
+   own data directory, so it never collides with the `make run` broker on 9092.
+
+ClickHouse: the embedded engine (chdb) in one directory per test session (chdb allows one directory per
+process); each test gets its own database. `CLICKHOUSE_URL=http://…` points the tests at a server.
+
+Each test gets its own topic names and consumer groups, so tests never see each other's records.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline import kafka
+from pipeline.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+KAFKA_SH = REPO / "deploy" / "kafka" / "kafka.sh"
+TEST_KAFKA_PORT = 19092
+
+
+def _docker_engine() -> bool:
+    if not shutil.which("docker"):
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def local_broker_env(port: int, data_dir: Path) -> dict[str, str]:
+    """Environment for `kafka.sh` to run a private broker on `port` with its own data directory."""
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    env.update(KAFKA_PORT=str(port), KAFKA_DATA_DIR=str(data_dir))
+    return env
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """Bootstrap servers of a real broker for the whole test session."""
+    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if configured:
+        yield configured
+        return
+    if _docker_engine():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer("apache/kafka:4.1.1").with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
+    env = local_broker_env(TEST_KAFKA_PORT, REPO / ".data" / "kafka-test")
+    subprocess.run(["bash", str(KAFKA_SH), "start"], env=env, check=True)
+    try:
+        yield f"127.0.0.1:{TEST_KAFKA_PORT}"
+    finally:
+        subprocess.run(["bash", str(KAFKA_SH), "stop"], env=env, check=False)
+
+
+@pytest.fixture(scope="session")
+def clickhouse_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One embedded ClickHouse directory per session (or the server named by CLICKHOUSE_URL)."""
+    return os.environ.get("CLICKHOUSE_URL") or f"chdb://{tmp_path_factory.mktemp('clickhouse')}"
+
+
+def make_settings(kafka_bootstrap: str, clickhouse_url: str, **overrides: str) -> Settings:
+    """Settings isolated to one test: unique topics, groups and database."""
+    tag = uuid.uuid4().hex[:10]
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "KAFKA_TOPIC_PARTITIONS": "3",
+        "TOPIC_RAW": f"t{tag}.raw",
+        "TOPIC_ENRICHED": f"t{tag}.enriched",
+        "TOPIC_DIMENSIONS": f"t{tag}.dimensions",
+        "TOPIC_DEADLETTER": f"t{tag}.deadletter",
+        "ENRICH_GROUP": f"enrich-{tag}",
+        "SINK_GROUP": f"sink-{tag}",
+        "CLICKHOUSE_URL": clickhouse_url,
+        "CLICKHOUSE_DATABASE": f"test_{tag}",
+        "WHEREBY_WEBHOOK_SECRET": "k3v9q2m7x1p8r4t6w0z5y2a9b3c7d1e4",
+        "SINK_BATCH_SECONDS": "0.2",
+        "INSTANCE_ID": f"test-{tag}",
+        "INGEST_HOST": "127.0.0.1",
+        "INGEST_PORT": "0",
+        "ENRICH_PORT": "0",
+        "SINK_PORT": "0",
+    }
+    env.update(overrides)
+    return Settings.from_env(env)
+
+
+@pytest.fixture
+async def settings(kafka_bootstrap: str, clickhouse_url: str) -> AsyncIterator[Settings]:
+    """Per-test settings with the contract's topics already created on the real broker."""
+    s = make_settings(kafka_bootstrap, clickhouse_url)
+    await kafka.wait_for_broker(s, timeout_s=60)
+    await kafka.ensure_topics(s)
+    yield s
