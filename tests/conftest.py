@@ -61,11 +61,13 @@ def kafka_bootstrap() -> Iterator[str]:
             yield container.get_bootstrap_server()
         return
     env = local_broker_env(TEST_KAFKA_PORT, REPO / ".data" / "kafka-test")
+    already_running = subprocess.run(["bash", str(KAFKA_SH), "status"], env=env, capture_output=True).returncode == 0
     subprocess.run(["bash", str(KAFKA_SH), "start"], env=env, check=True)
     try:
         yield f"127.0.0.1:{TEST_KAFKA_PORT}"
     finally:
-        subprocess.run(["bash", str(KAFKA_SH), "stop"], env=env, check=False)
+        if not already_running:  # leave a broker someone else started alone
+            subprocess.run(["bash", str(KAFKA_SH), "stop"], env=env, check=False)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,54 @@
+# Two commands do everything on a fresh machine: `make run` and `make test` (see README.md).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test test-unit lint format kafka kafka-stop topics schema clean
+
+# Re-install only when the project's dependencies change.
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip
+	@$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## run: the whole pipeline locally (broker, topics, ingest :8080, enrich :8081, sink :8082); Ctrl-C stops all
+run: install
+	@bash deploy/run.sh
+
+## test: unit, integration and end-to-end tests against a real broker and the embedded ClickHouse engine
+test: install
+	@bash deploy/kafka/kafka.sh fetch
+	@$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: install
+	@$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+lint: install
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
+	@$(BIN)/mypy
+
+format: install
+	@$(BIN)/ruff format .
+	@$(BIN)/ruff check --fix .
+
+kafka:
+	@bash deploy/kafka/kafka.sh start
+
+kafka-stop:
+	@bash deploy/kafka/kafka.sh stop
+
+topics: install
+	@$(BIN)/whereby-pipeline topics
+
+schema: install
+	@$(BIN)/whereby-pipeline schema
+
+clean:
+	-@bash deploy/kafka/kafka.sh stop
+	rm -rf .data $(VENV)
