@@ -29,14 +29,32 @@ class DimensionError(ValueError):
 
 @dataclass(frozen=True)
 class Customer:
+    """A company whose meetings are created with one or more room-name prefixes."""
+
     customer_id: str
     name: str
     room_name_prefixes: tuple[str, ...]
     attributes: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def key(self) -> str:
+        """The record key on the dimensions topic."""
+        return contract.DIM_CUSTOMER_PREFIX + self.customer_id
+
+    def to_doc(self) -> dict[str, Any]:
+        """The JSON record written to the dimensions topic (inverse of `customer_from_doc`)."""
+        return {
+            "customer_id": self.customer_id,
+            "name": self.name,
+            "room_name_prefixes": list(self.room_name_prefixes),
+            "attributes": dict(self.attributes),
+        }
+
 
 @dataclass(frozen=True)
 class User:
+    """A person, known by the `externalId` the company passes to the room."""
+
     external_id: str
     user_id: str
     customer_id: str | None
@@ -44,16 +62,46 @@ class User:
     email: str | None
     attributes: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def key(self) -> str:
+        """The record key on the dimensions topic."""
+        return contract.DIM_USER_PREFIX + self.external_id
+
+    def to_doc(self) -> dict[str, Any]:
+        """The JSON record written to the dimensions topic (inverse of `user_from_doc`)."""
+        return {
+            "external_id": self.external_id,
+            "user_id": self.user_id,
+            "customer_id": self.customer_id,
+            "name": self.name,
+            "email": self.email,
+            "attributes": dict(self.attributes),
+        }
+
+
+MAX_ID_CHARS = 200
+
 
 def _str(doc: dict[str, Any], name: str, *, required: bool = True) -> str | None:
     value = doc.get(name)
+    if isinstance(value, str):
+        value = value.strip()
     if value is None or value == "":
         if required:
             raise DimensionError(f"`{name}` is required")
         return None
-    if not isinstance(value, str | int):
+    if isinstance(value, bool) or not isinstance(value, str | int):
         raise DimensionError(f"`{name}` must be a string")
     return str(value)
+
+
+def _id(doc: dict[str, Any], name: str) -> str:
+    """A required identifier: no whitespace or control characters, bounded length (it is part of a key)."""
+    value = _str(doc, name)
+    assert value is not None
+    if len(value) > MAX_ID_CHARS or any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise DimensionError(f"`{name}` {value[:40]!r} must be at most {MAX_ID_CHARS} printable characters, no spaces")
+    return value
 
 
 def _attributes(doc: dict[str, Any]) -> dict[str, str]:
@@ -81,8 +129,7 @@ def customer_from_doc(doc: Any) -> Customer:
     """Validate a customer record."""
     if not isinstance(doc, dict):
         raise DimensionError("customer record must be a JSON object")
-    customer_id = _str(doc, "customer_id")
-    assert customer_id is not None
+    customer_id = _id(doc, "customer_id")
     prefixes = doc.get("room_name_prefixes") or []
     if not isinstance(prefixes, list) or not all(isinstance(p, str) for p in prefixes):
         raise DimensionError("`room_name_prefixes` must be a list of strings")
@@ -102,12 +149,16 @@ def user_from_doc(doc: Any) -> User:
         raise DimensionError("user record must be a JSON object")
     external_id = _str(doc, "external_id")
     assert external_id is not None
+    customer_id = _str(doc, "customer_id", required=False)
+    email = _str(doc, "email", required=False)
+    if email is not None and ("@" not in email or any(ch.isspace() for ch in email)):
+        raise DimensionError("`email` must look like an e-mail address (name@domain)")
     return User(
         external_id=validate_external_id(external_id),
         user_id=_str(doc, "user_id", required=False) or external_id,
-        customer_id=_str(doc, "customer_id", required=False),
+        customer_id=customer_id,
         name=_str(doc, "name", required=False),
-        email=_str(doc, "email", required=False),
+        email=email,
         attributes=_attributes(doc),
     )
 
@@ -133,39 +184,63 @@ class DimensionTable:
             if value is None:
                 self.remove_customer(ident)
             else:
-                self.put_customer(customer_from_doc(_loads(value)))
+                customer = customer_from_doc(_loads(value))
+                if customer.customer_id != ident:
+                    raise DimensionError(f"key {text!r} does not match customer_id {customer.customer_id!r}")
+                self.put_customer(customer)
         elif text.startswith(contract.DIM_USER_PREFIX):
             ident = text[len(contract.DIM_USER_PREFIX) :]
             if value is None:
                 self.users.pop(ident, None)
             else:
                 user = user_from_doc(_loads(value))
+                if user.external_id != ident:
+                    raise DimensionError(f"key {text!r} does not match external_id {user.external_id!r}")
                 self.users[user.external_id] = user
         else:
             raise DimensionError(f"dimension key {text!r} must start with 'customer:' or 'user:'")
 
-    def put_customer(self, customer: Customer) -> None:
-        """Insert or replace a customer; a prefix owned by another customer is an error."""
+    def conflicts(self, customer: Customer) -> list[tuple[str, str]]:
+        """(prefix, other customer id) for each of `customer`'s prefixes another customer already owns."""
+        found = []
         for prefix in customer.room_name_prefixes:
             owner = self.prefixes.owner_of(prefix)
             if owner is not None and owner != customer.customer_id:
-                raise DimensionError(f"prefix {prefix!r} already belongs to customer {owner!r}")
+                found.append((prefix, owner))
+        return found
+
+    def put_customer(self, customer: Customer) -> None:
+        """Insert or replace a customer; a prefix owned by another customer is an error.
+
+        A prefix that merely extends another customer's prefix is fine: the longest match wins.
+        """
+        for prefix, owner in self.conflicts(customer):
+            raise DimensionError(f"prefix {prefix!r} already belongs to customer {owner!r}")
         self.remove_customer(customer.customer_id)
         self.customers[customer.customer_id] = customer
         for prefix in customer.room_name_prefixes:
             self.prefixes.add(prefix, customer.customer_id)
 
     def remove_customer(self, customer_id: str) -> None:
+        """Forget a customer and release its prefixes (unknown ids are ignored)."""
         old = self.customers.pop(customer_id, None)
         if old is not None:
             for prefix in old.room_name_prefixes:
                 if self.prefixes.owner_of(prefix) == customer_id:
                     self.prefixes.remove(prefix)
 
+    def resolve_room(self, room_name: str) -> tuple[str, Customer] | None:
+        """(prefix, customer) for the longest registered prefix of `room_name` (leading `/` ignored)."""
+        match = self.prefixes.longest_match(room_name.removeprefix("/"))
+        if match is None:
+            return None
+        customer = self.customers.get(match[1])
+        return None if customer is None else (match[0], customer)
+
     def customer_for_room(self, room_name: str) -> Customer | None:
         """The customer owning the longest registered prefix of `room_name` (leading `/` ignored)."""
-        match = self.prefixes.longest_match(room_name.removeprefix("/"))
-        return None if match is None else self.customers.get(match[1])
+        match = self.resolve_room(room_name)
+        return None if match is None else match[1]
 
 
 def _loads(value: bytes) -> Any:

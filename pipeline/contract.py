@@ -38,6 +38,10 @@ class EnrichedEvent(TypedDict):
 
     Times are integer milliseconds since the epoch (UTC). `enrichment_version` orders enrichments of the
     same event: the newest wins in ClickHouse, which is what makes a replay supersede earlier results.
+    Enrich sets it to a strictly increasing count of microseconds since the epoch, so a later enrichment
+    (e.g. a replay) always outranks an earlier one.
+
+    Fields marked NotRequired may be absent (older producers); consumers must not depend on them.
     """
 
     event_id: str
@@ -67,6 +71,12 @@ class EnrichedEvent(TypedDict):
     enrichment_version: int
     enriched_at_ms: int
     data: NotRequired[dict[str, Any]]
+    # `none`, `json`, `query` or `raw`: how `metadata_raw` was read into `metadata`.
+    metadata_form: NotRequired[str]
+    # The registered room-name prefix that resolved the customer (None when unresolved).
+    customer_prefix: NotRequired[str | None]
+    # The customer the user record names; informational only, never the billing key (the prefix is).
+    user_customer_id: NotRequired[str | None]
 
 
 def now_ms() -> int:
