@@ -105,6 +105,7 @@ class Settings:
 
     clickhouse_url: str
     clickhouse_database: str
+    clickhouse_cluster: str
     sink_batch_rows: int
     sink_batch_bytes: int
     sink_batch_seconds: float
@@ -148,6 +149,7 @@ class Settings:
             sink_group=env.str("SINK_GROUP", "whereby-sink"),
             clickhouse_url=clickhouse_url,
             clickhouse_database=env.str("CLICKHOUSE_DATABASE", "whereby"),
+            clickhouse_cluster=env.str("CLICKHOUSE_CLUSTER", ""),
             sink_batch_rows=env.int("SINK_BATCH_ROWS", 10_000, low=1),
             sink_batch_bytes=env.int("SINK_BATCH_BYTES", 16 * 1024 * 1024, low=1024),
             sink_batch_seconds=env.float("SINK_BATCH_SECONDS", 1.0),

@@ -1,44 +1,27 @@
-"""Enriched JSON → a row of the `events` table, as a pure function."""
+"""Kafka records → what is inserted into ClickHouse. Pure functions.
+
+Enriched events are inserted as the JSON the enrich stage wrote (JSONEachRow into `events_input`):
+ClickHouse converts them, and rejects a malformed one, which the writer then isolates. Here we only
+make sure one record is one line. Dimension records are few, so they are validated here and inserted
+as rows.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-EVENT_COLUMNS = (
-    "event_id",
-    "event_type",
-    "api_version",
-    "created_at",
-    "received_at",
-    "room_name",
-    "meeting_id",
-    "subdomain",
-    "room_session_id",
-    "participant_id",
-    "display_name",
-    "role_name",
-    "role_class",
-    "external_id",
-    "metadata",
-    "metadata_raw",
-    "is_dial_in",
-    "num_clients",
-    "customer_id",
-    "customer_name",
-    "customer_resolution",
-    "user_id",
-    "user_resolution",
-    "dimension_version",
-    "enrichment_version",
-    "enriched_at",
-)
+from pipeline import contract
+
+CUSTOMER_COLUMNS = ("customer_id", "name", "room_name_prefixes", "attributes", "deleted", "version")
+USER_COLUMNS = ("external_id", "user_id", "customer_id", "name", "email", "attributes", "deleted", "version")
+CUSTOMERS_TABLE = "dim_customers"
+USERS_TABLE = "dim_users"
 
 
 class BadRow(Exception):
-    """The enriched record cannot become a row; `reason` is a bounded code."""
+    """The record cannot become a row; `reason` is a bounded code (a metric label)."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
@@ -46,43 +29,74 @@ class BadRow(Exception):
         self.detail = detail
 
 
-def _ts(ms: Any) -> datetime:
-    return datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
+def event_line(value: bytes | None) -> bytes:
+    """One enriched record as one JSONEachRow line.
 
-
-def event_row(value: bytes) -> list[Any]:
-    """Decode one enriched record into the column order of EVENT_COLUMNS; raise BadRow if unusable."""
+    An empty record would be skipped by ClickHouse without a word, so it is refused here. A record
+    spread over several lines (valid JSON, pretty-printed) is re-serialised, since JSONEachRow would
+    read each line as a row.
+    """
+    if value is None or not value.strip():
+        raise BadRow("empty_record", "enriched record has no value")
+    if b"\n" not in value and b"\r" not in value:
+        return value
     try:
-        e = orjson.loads(value)
-        return [
-            str(e["event_id"]),
-            str(e["event_type"]),
-            str(e.get("api_version") or ""),
-            _ts(e["created_at_ms"]),
-            _ts(e["received_at_ms"]),
-            str(e.get("room_name") or ""),
-            e.get("meeting_id"),
-            e.get("subdomain"),
-            e.get("room_session_id"),
-            e.get("participant_id"),
-            e.get("display_name"),
-            e.get("role_name"),
-            e.get("role_class"),
-            e.get("external_id"),
-            {str(k): str(v) for k, v in (e.get("metadata") or {}).items()},
-            e.get("metadata_raw"),
-            bool(e.get("is_dial_in")),
-            e.get("num_clients"),
-            e.get("customer_id"),
-            e.get("customer_name"),
-            str(e.get("customer_resolution") or "unresolved"),
-            e.get("user_id"),
-            str(e.get("user_resolution") or "unresolved"),
-            int(e.get("dimension_version") or 0),
-            int(e["enrichment_version"]),
-            _ts(e.get("enriched_at_ms") or e["enrichment_version"]),
-        ]
+        return orjson.dumps(orjson.loads(value))
     except orjson.JSONDecodeError:
         raise BadRow("invalid_json", "enriched record is not valid JSON") from None
-    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
-        raise BadRow("invalid_record", f"enriched record is missing or has a bad field: {exc}") from None
+
+
+def _text(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str | int):
+        return str(value)
+    raise BadRow("invalid_dimension", f"expected a string, got {type(value).__name__}")
+
+
+def _attributes(doc: dict[str, Any]) -> dict[str, str]:
+    attrs = doc.get("attributes") or {}
+    if not isinstance(attrs, dict):
+        raise BadRow("invalid_dimension", "`attributes` must be an object")
+    return {str(k): v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in attrs.items()}
+
+
+def dimension_row(key: bytes | None, value: bytes | None, offset: int) -> tuple[str, list[Any]]:
+    """(table, row) for one record of the dimensions topic; a tombstone becomes a `deleted` row.
+
+    The record's offset is its version: the topic has one partition, so offsets order all updates.
+    """
+    text = (key or b"").decode("utf-8", "replace")
+    if text.startswith(contract.DIM_CUSTOMER_PREFIX):
+        kind, ident = CUSTOMERS_TABLE, text.removeprefix(contract.DIM_CUSTOMER_PREFIX)
+    elif text.startswith(contract.DIM_USER_PREFIX):
+        kind, ident = USERS_TABLE, text.removeprefix(contract.DIM_USER_PREFIX)
+    else:
+        raise BadRow("invalid_dimension", f"dimension key {text[:80]!r} must start with 'customer:' or 'user:'")
+    if not ident:
+        raise BadRow("invalid_dimension", "dimension key has an empty id")
+    if value is None:
+        if kind == CUSTOMERS_TABLE:
+            return kind, [ident, None, [], {}, True, offset]
+        return kind, [ident, None, None, None, None, {}, True, offset]
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        raise BadRow("invalid_dimension", "dimension record is not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise BadRow("invalid_dimension", "dimension record must be a JSON object")
+    if kind == CUSTOMERS_TABLE:
+        prefixes = doc.get("room_name_prefixes") or []
+        if not isinstance(prefixes, list) or not all(isinstance(p, str) for p in prefixes):
+            raise BadRow("invalid_dimension", "`room_name_prefixes` must be a list of strings")
+        return kind, [ident, _text(doc.get("name")), prefixes, _attributes(doc), False, offset]
+    return kind, [
+        ident,
+        _text(doc.get("user_id")) or ident,
+        _text(doc.get("customer_id")),
+        _text(doc.get("name")),
+        _text(doc.get("email")),
+        _attributes(doc),
+        False,
+        offset,
+    ]

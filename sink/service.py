@@ -1,55 +1,44 @@
-"""The sink stage: enriched topic → ClickHouse, committing offsets only after the insert.
+"""The sink stage: enriched and dimension topics → ClickHouse, committing offsets only after the insert.
 
-Records are buffered across polls until the batch is full by rows or bytes, or old enough; then one
-insert carries a deduplication token made of the batch's topic/partition/offset ranges, so a batch
-re-inserted after a crash between insert and commit is dropped by ClickHouse instead of doubled. A
-rebalance flushes before partitions are taken away.
+A thin adapter around the pure parts (:mod:`sink.batch`, :mod:`sink.writer`, :mod:`sink.errors`):
+
+- Records are buffered until the batch is due by rows, bytes or age; then one insert per table runs in
+  a worker thread while the next batch is being consumed (at most one insert in flight, so offsets are
+  committed in order, each batch only once its rows are in ClickHouse or on the dead-letter topic).
+- A retriable ClickHouse error keeps the batch, pauses all partitions (memory stays bounded: one batch
+  in flight, one buffered) and retries with exponential backoff; the consumer keeps polling so it
+  stays in its group. Rejected rows are isolated by splitting and dead-lettered; a fatal error stops
+  the stage without committing.
+- A rebalance flushes before partitions are revoked; if ClickHouse cannot take the flush in time, the
+  batch is dropped uncommitted and the partitions' new owner consumes it again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
-from typing import Any
 
+import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from clickhouse_connect.driver.client import Client
-from prometheus_client import Counter, Histogram
 
 from pipeline import contract, kafka
 from pipeline.settings import Settings
-from sink import store
-from sink.rows import EVENT_COLUMNS, BadRow, event_row
+from sink import metrics, store
+from sink.batch import Batch, DeadLetter, Limits, Record
+from sink.errors import backoff_delay
+from sink.rows import BadRow, event_line
+from sink.writer import ClickHouseWriter, Outcome, RetryLater
 
 log = logging.getLogger(__name__)
 
-ROWS = Counter("whereby_sink_rows_total", "Rows handled by the sink, by outcome", ["outcome"])
-INSERT_SECONDS = Histogram("whereby_sink_insert_duration_seconds", "Duration of one ClickHouse insert")
-BATCH_ROWS = Histogram(
-    "whereby_sink_batch_rows", "Rows per insert", buckets=(1, 10, 100, 500, 1000, 5000, 10000, 50000)
-)
-
-
-class _Batch:
-    """Rows waiting for one insert, and the offsets they came from."""
-
-    def __init__(self) -> None:
-        self.rows: list[list[Any]] = []
-        self.bytes = 0
-        self.started = time.monotonic()
-        self.first: dict[TopicPartition, int] = {}
-        self.last: dict[TopicPartition, int] = {}
-
-    def add_offset(self, tp: TopicPartition, offset: int) -> None:
-        self.first.setdefault(tp, offset)
-        self.last[tp] = offset
-
-    def token(self) -> str:
-        """Same records → same token, which is what makes a re-insert after a crash a no-op."""
-        return ",".join(f"{tp.topic}:{tp.partition}:{self.first[tp]}-{self.last[tp]}" for tp in sorted(self.first))
+REVOKE_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 25.0
 
 
 class _FlushOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -57,37 +46,56 @@ class _FlushOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         self.service = service
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        await self.service.flush()
+        try:
+            await self.service.flush(timeout_s=REVOKE_TIMEOUT_S)
+        except Exception as exc:
+            # aiokafka would only log it and carry on past the unwritten batch: make the stage stop.
+            self.service.fail(exc)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        return None
+        self.service.assigned()
 
 
 class SinkService:
-    """Consumes enriched events and writes them to ClickHouse."""
+    """Consumes enriched events and dimension records and writes them to ClickHouse."""
 
     name = "sink"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.db = settings.clickhouse_database
+        self.limits = Limits(settings.sink_batch_rows, settings.sink_batch_bytes, settings.sink_batch_seconds)
         self.client: Client | None = None
+        self._writer: ClickHouseWriter | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
-        self._batch = _Batch()
-        self._flush_lock = asyncio.Lock()
+        self._batch = Batch(started=time.monotonic())
+        self._inflight: asyncio.Task[None] | None = None
+        self._retrying = False
+        self._paused = False
         self._stopping = asyncio.Event()
         self._run_finished: asyncio.Event | None = None
         self._ready = False
+        self._failure: BaseException | None = None
+
+    def fail(self, exc: BaseException) -> None:
+        """Record a failure raised outside the run loop (in the rebalance listener); run() raises it."""
+        self._failure = exc
 
     async def start(self) -> None:
         self.client = await asyncio.to_thread(store.connect, self.settings.clickhouse_url)
-        await asyncio.to_thread(store.migrate, self.client, self.db)
+        cluster = self.settings.clickhouse_cluster
+        await asyncio.to_thread(store.migrate, self.client, self.db, cluster)
+        self._writer = ClickHouseWriter(self.client, self.db, cluster=bool(cluster))
         await kafka.prepare(self.settings)
         self._producer = kafka.producer(self.settings)
         await self._producer.start()
-        self._consumer = kafka.consumer(self.settings, group_id=self.settings.sink_group)
-        self._consumer.subscribe([self.settings.topic_enriched], listener=_FlushOnRevoke(self))
+        self._consumer = kafka.consumer(
+            self.settings, group_id=self.settings.sink_group, max_poll_records=self.settings.sink_batch_rows
+        )
+        self._consumer.subscribe(
+            [self.settings.topic_enriched, self.settings.topic_dimensions], listener=_FlushOnRevoke(self)
+        )
         await self._consumer.start()
         self._ready = True
 
@@ -102,74 +110,180 @@ class SinkService:
         try:
             while not self._stopping.is_set():
                 await self.poll_once()
-            await self.flush()
+            await self.flush(timeout_s=STOP_TIMEOUT_S)
         finally:
             finished.set()
 
     async def poll_once(self) -> None:
-        """Poll once, buffer what came, and flush if the batch is full or old enough."""
+        """Poll once, buffer what came, and start a flush if the batch is due and none is running."""
         assert self._consumer is not None
-        timeout_ms = max(1, int(self.settings.sink_batch_seconds * 1000 / 4))
-        batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=self.settings.sink_batch_rows)
-        for tp, records in batches.items():
-            for record in records:
-                await self._add(tp, record.offset, record.key, record.value or b"")
-        batch = self._batch
-        if batch.first and (
-            len(batch.rows) >= self.settings.sink_batch_rows
-            or batch.bytes >= self.settings.sink_batch_bytes
-            or time.monotonic() - batch.started >= self.settings.sink_batch_seconds
-        ):
-            await self.flush()
+        self._reap()
+        self._apply_pause()
+        timeout_ms = max(1, int(self.limits.seconds * 1000 / 4))
+        room = max(1, self.limits.rows - self._batch.rows)
+        polled = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=room)
+        for tp, records in polled.items():
+            for r in records:
+                self._add(Record(tp.topic, tp.partition, r.offset, r.key, r.value))
+        self._reap()
+        if self._inflight is None and self._batch.due(self.limits, time.monotonic()):
+            self._start_flush()
+        self._apply_pause()
 
-    async def _add(self, tp: TopicPartition, offset: int, key: bytes | None, value: bytes) -> None:
-        self._batch.add_offset(tp, offset)
+    def _add(self, record: Record) -> None:
+        batch = self._batch
+        batch.track(record)
+        if record.topic == self.settings.topic_dimensions:
+            batch.dimensions.append(record)
+            return
         try:
-            self._batch.rows.append(event_row(value))
-            self._batch.bytes += len(value)
+            line = event_line(record.value)
         except BadRow as exc:
-            ROWS.labels("deadletter").inc()
-            assert self._producer is not None
+            batch.dead_letters.append(DeadLetter(record, exc.reason, exc.detail))
+            return
+        batch.events.append(record if line is record.value else dataclasses.replace(record, value=line))
+
+    def _start_flush(self) -> None:
+        batch, self._batch = self._batch, Batch(started=time.monotonic())
+        self._inflight = asyncio.create_task(self._write_and_commit(batch), name="sink-flush")
+
+    def _reap(self) -> None:
+        """Collect a finished flush; a fatal failure in it is raised here and stops the stage."""
+        if self._failure is not None:
+            raise self._failure
+        task = self._inflight
+        if task is not None and task.done():
+            self._inflight = None
+            task.result()
+
+    def _apply_pause(self) -> None:
+        """Pause consumption while an insert backs off, or while the next batch is full behind it."""
+        if self._consumer is None:
+            return
+        want = self._inflight is not None and (self._retrying or self._batch.full(self.limits))
+        if want == self._paused:
+            return
+        partitions = self._consumer.assignment()
+        if want:
+            self._consumer.pause(*partitions)
+        else:
+            self._consumer.resume(*partitions)
+        self._paused = want
+        metrics.PAUSED.set(1 if want else 0)
+
+    def assigned(self) -> None:
+        """After a rebalance the new assignment starts unpaused."""
+        self._paused = False
+        metrics.PAUSED.set(0)
+
+    async def _write_and_commit(self, batch: Batch) -> None:
+        assert self._writer is not None and self._consumer is not None
+        metrics.BATCH_ROWS.observe(batch.rows)
+        metrics.BATCH_BYTES.observe(batch.bytes)
+        attempt = 0
+        while True:
+            try:
+                outcome = await asyncio.to_thread(self._writer.write, batch)
+                break
+            except RetryLater as exc:
+                metrics.RETRIES.labels(exc.failure.label).inc()
+                delay = backoff_delay(attempt)
+                attempt += 1
+                self._retrying = True
+                self._apply_pause()
+                log.warning(
+                    f"ClickHouse insert failed ({exc.failure.label}, code {exc.failure.code}): retry {attempt} "
+                    f"in {delay:.1f}s with partitions paused: {exc.failure.detail}",
+                    extra={"service": self.name},
+                )
+                await asyncio.sleep(delay)
+        self._retrying = False
+        await self._dead_letter([*batch.dead_letters, *outcome.rejected])
+        try:
+            await self._consumer.commit({TopicPartition(t, p): o for (t, p), o in batch.next_offsets.items()})
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The partitions moved to another member meanwhile: it consumes these records again, and
+            # the re-insert changes nothing (same event ids; idempotent aggregates).
+            log.warning(f"offset commit after insert failed: {exc!r}", extra={"service": self.name})
+        self._observe(batch, outcome)
+
+    async def _dead_letter(self, letters: list[DeadLetter]) -> None:
+        """Put each bad record on the dead-letter topic; awaited before the batch's offsets are committed."""
+        if not letters:
+            return
+        assert self._producer is not None
+        sends = []
+        for d in letters:
             row = contract.bad_row(
                 stage="sink",
-                reason=exc.reason,
-                detail=exc.detail,
-                payload=value,
-                source_topic=tp.topic,
-                source_partition=tp.partition,
-                source_offset=offset,
+                reason=d.reason,
+                detail=d.detail,
+                payload=d.record.value,
+                source_topic=d.record.topic,
+                source_partition=d.record.partition,
+                source_offset=d.record.offset,
+                event_id=_event_id(d.record.value),
             )
-            # Awaited with the flush: the offset is committed only once the bad row is on its topic.
-            await self._producer.send(self.settings.topic_deadletter, row, key=key)
+            sends.append(await self._producer.send(self.settings.topic_deadletter, row, key=d.record.key))
+        await asyncio.gather(*sends)
+        for d in letters:
+            metrics.DEADLETTER.labels(d.reason).inc()
+            kind = "dimension" if d.record.topic == self.settings.topic_dimensions else "event"
+            metrics.ROWS.labels(kind, "deadletter").inc()
 
-    async def flush(self) -> None:
-        """Insert the buffered rows (if any), then commit their offsets."""
-        async with self._flush_lock:
-            batch, self._batch = self._batch, _Batch()
-            if not batch.first:
-                return
-            assert self.client is not None and self._consumer is not None and self._producer is not None
-            if batch.rows:
-                started = time.monotonic()
-                await asyncio.to_thread(
-                    self.client.insert,
-                    f"{self.db}.events",
-                    batch.rows,
-                    column_names=EVENT_COLUMNS,
-                    settings={"insert_deduplication_token": batch.token()},
-                )
-                INSERT_SECONDS.observe(time.monotonic() - started)
-                BATCH_ROWS.observe(len(batch.rows))
-                ROWS.labels("inserted").inc(len(batch.rows))
-            await self._producer.flush()
-            await self._consumer.commit({tp: last + 1 for tp, last in batch.last.items()})
+    def _observe(self, batch: Batch, outcome: Outcome) -> None:
+        rejected = {(d.record.topic, d.record.partition, d.record.offset) for d in outcome.rejected}
+        dims = sum(1 for r in batch.dimensions if (r.topic, r.partition, r.offset) not in rejected)
+        metrics.ROWS.labels("dimension", "inserted").inc(dims)
+        metrics.ROWS.labels("event", "inserted").inc(outcome.inserted - dims)
+        # Latency is sampled (the newest event of each partition): parsing every row would cost more
+        # than the insert.
+        newest: dict[tuple[str, int], Record] = {}
+        for r in batch.events:
+            newest[(r.topic, r.partition)] = r
+        now = contract.now_ms()
+        for r in newest.values():
+            with contextlib.suppress(Exception):
+                doc = orjson.loads(r.value or b"")
+                metrics.LATENCY.labels("created").observe(max(0, now - int(doc["created_at_ms"])) / 1000)
+                metrics.LATENCY.labels("received").observe(max(0, now - int(doc["received_at_ms"])) / 1000)
+
+    async def flush(self, *, timeout_s: float | None = None) -> None:
+        """Finish the running insert and flush what is buffered, committing both.
+
+        With a timeout (rebalance, shutdown) a flush that cannot finish is abandoned uncommitted: the
+        records are consumed again by whoever owns the partitions next, so nothing is lost.
+        """
+        try:
+            await asyncio.wait_for(self._flush_all(), timeout=timeout_s)
+        except TimeoutError:
+            log.warning(
+                f"flush did not finish within {timeout_s:.0f}s (ClickHouse unavailable?): leaving "
+                f"{self._batch.rows} buffered records uncommitted; they will be consumed again",
+                extra={"service": self.name},
+            )
+            self._inflight = None
+            self._batch = Batch(started=time.monotonic())
+            self._retrying = False
+
+    async def _flush_all(self) -> None:
+        if self._inflight is not None:
+            task = self._inflight
+            await task
+            self._inflight = None
+        if not self._batch.empty():
+            self._start_flush()
+            task = self._inflight  # type: ignore[assignment]
+            assert task is not None
+            await task
+            self._inflight = None
 
     async def stop(self) -> None:
         self._stopping.set()
         self._ready = False
         if self._run_finished is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._run_finished.wait(), timeout=30)
+                await asyncio.wait_for(self._run_finished.wait(), timeout=STOP_TIMEOUT_S + 5)
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
             await consumer.stop()
@@ -179,3 +293,13 @@ class SinkService:
         if self.client is not None:
             client, self.client = self.client, None
             await asyncio.to_thread(client.close)
+
+
+def _event_id(value: bytes | None) -> str | None:
+    """The event id of a bad record when it can still be read (for the dead-letter row), else None."""
+    try:
+        doc = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None
+    event_id = doc.get("event_id") if isinstance(doc, dict) else None
+    return event_id if isinstance(event_id, str) else None

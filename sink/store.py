@@ -3,8 +3,10 @@
 `CLICKHOUSE_URL` selects the engine: `chdb://<dir>` runs ClickHouse embedded in this process (one
 process owns a data directory at a time); `http(s)://user:pass@host:8123` uses a server. The same SQL
 runs on both. Schema files `schema/NNN_name.sql` are applied once each, in order, and recorded in
-`schema_migrations`; every statement is idempotent (`IF NOT EXISTS`), so two sinks starting at once
-cannot break each other.
+`schema_migrations`. Every statement is idempotent (`IF NOT EXISTS`), and "already exists" answers
+are accepted, so two sinks starting at once cannot break each other: at worst both apply a file and
+both record it, and the ReplacingMergeTree keeps one row per version. With `CLICKHOUSE_CLUSTER` set,
+the same files are rewritten for a cluster (see :mod:`sink.cluster`).
 """
 
 from __future__ import annotations
@@ -19,10 +21,26 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
 from pipeline.settings import ConfigError
+from sink.cluster import SHARD_HINT, ClusterRewriter
 
 log = logging.getLogger(__name__)
 
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+_DATABASE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# TABLE_ALREADY_EXISTS, DATABASE_ALREADY_EXISTS: another sink won the race to create it.
+_ALREADY_EXISTS = {57, 82}
+
+MIGRATIONS_TABLE = """
+-- cluster shard key: version
+CREATE TABLE IF NOT EXISTS {db}.schema_migrations
+(
+    version    UInt32,
+    name       String,
+    applied_at DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+ORDER BY version
+"""
 
 
 def connect(url: str) -> Client:
@@ -49,29 +67,67 @@ def migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-def statements(sql: str, database: str) -> list[str]:
-    """Split a schema file into statements and put the database name in."""
-    body = "\n".join(line for line in sql.splitlines() if not line.strip().startswith("--"))
-    return [s.strip().replace("{db}", database) for s in body.split(";") if s.strip()]
+def split(sql: str, database: str) -> list[tuple[str, str | None]]:
+    """Split a schema file into (statement, shard key hint) pairs with the database name put in."""
+    if not _DATABASE_NAME.match(database):
+        raise ConfigError(f"CLICKHOUSE_DATABASE must be a plain identifier, got {database!r}")
+    # Comments go before splitting (they may hold a ';'); shard key hints stay, to be read per statement.
+    kept = "\n".join(line for line in sql.splitlines() if not line.strip().startswith("--") or SHARD_HINT.match(line))
+    out = []
+    for chunk in kept.split(";"):
+        hint = SHARD_HINT.search(chunk)
+        body = "\n".join(line for line in chunk.splitlines() if not line.strip().startswith("--")).strip()
+        if body:
+            out.append((body.replace("{db}", database), hint.group(1) if hint else None))
+    return out
 
 
-def migrate(client: Client, database: str) -> list[str]:
+def statements(sql: str, database: str, cluster: str = "", rewriter: ClusterRewriter | None = None) -> list[str]:
+    """The statements to run for one schema file: as written, or rewritten for `cluster`."""
+    pairs = split(sql, database)
+    if not cluster:
+        return [statement for statement, _ in pairs]
+    rewriter = rewriter or ClusterRewriter(cluster)
+    return [out for statement, hint in pairs for out in rewriter.rewrite(statement, hint)]
+
+
+def schema_statements(database: str, cluster: str = "") -> list[tuple[int, str, list[str]]]:
+    """Every migration as (version, name, statements), for one node or rewritten for a cluster."""
+    rewriter = ClusterRewriter(cluster) if cluster else None
+    return [(version, name, statements(sql, database, cluster, rewriter)) for version, name, sql in migrations()]
+
+
+def _run(client: Client, statement: str) -> None:
+    try:
+        client.command(statement)
+    except Exception as exc:
+        if getattr(exc, "code", None) not in _ALREADY_EXISTS:
+            raise
+
+
+def migrate(client: Client, database: str, cluster: str = "") -> list[str]:
     """Apply the schema files not yet recorded; returns the names applied now."""
     try:
-        client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
-        client.command(
-            f"CREATE TABLE IF NOT EXISTS {database}.schema_migrations "
-            "(version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
-            "ENGINE = ReplacingMergeTree ORDER BY version"
-        )
+        rewriter = ClusterRewriter(cluster) if cluster else None
+        on_cluster = f" ON CLUSTER '{cluster}'" if cluster else ""
+        _run(client, f"CREATE DATABASE IF NOT EXISTS {database}{on_cluster}")
+        for statement in statements(MIGRATIONS_TABLE, database, cluster, rewriter):
+            _run(client, statement)
         done = {row[0] for row in client.query(f"SELECT version FROM {database}.schema_migrations").result_rows}
         applied = []
         for version, name, sql in migrations():
+            # Always rewritten (even when skipped) so the rewriter knows which tables became _local.
+            todo = statements(sql, database, cluster, rewriter)
             if version in done:
                 continue
-            for statement in statements(sql, database):
-                client.command(statement)
-            client.insert(f"{database}.schema_migrations", [[version, name]], column_names=["version", "name"])
+            for statement in todo:
+                _run(client, statement)
+            client.insert(
+                f"{database}.schema_migrations",
+                [[version, name]],
+                column_names=["version", "name"],
+                settings={"distributed_foreground_insert": 1} if cluster else None,
+            )
             applied.append(name)
             log.info("schema migration applied", extra={"migration": name})
         return applied
