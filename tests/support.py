@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from aiokafka import ConsumerRecord
 
-from pipeline import kafka
+from pipeline import contract, kafka
 from pipeline.settings import Settings
 
 T0 = datetime(2026, 1, 1, 9, 0, 0, tzinfo=UTC)
@@ -148,3 +148,38 @@ async def wait_for(predicate: Any, *, timeout_s: float = 30.0, interval_s: float
             return last
         await asyncio.sleep(interval_s)
     raise AssertionError(f"condition not met within {timeout_s}s (last value: {last!r})")
+
+
+async def produce_raw(
+    settings: Settings, bodies: list[bytes], *, timestamp_ms: int | None = None
+) -> list[tuple[int, int]]:
+    """Write raw webhook bodies as ingest does (key roomName, contract headers); returns (partition, offset)s.
+
+    A body that is not a JSON object with `data.roomName` is written without a key and without event headers.
+    """
+    producer = kafka.producer(settings)
+    await producer.start()
+    try:
+        futures = []
+        for raw in bodies:
+            key: bytes | None = None
+            headers: list[tuple[str, bytes]] = []
+            try:
+                doc = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                doc = None
+            if isinstance(doc, dict):
+                data = doc.get("data")
+                room = data.get("roomName") if isinstance(data, dict) else None
+                key = room.encode() if isinstance(room, str) else None
+                headers = [
+                    (contract.HEADER_EVENT_ID, str(doc.get("id", "")).encode()),
+                    (contract.HEADER_EVENT_TYPE, str(doc.get("type", "")).encode()),
+                ]
+            headers.append((contract.HEADER_RECEIVED_AT_MS, str(contract.now_ms()).encode()))
+            futures.append(
+                await producer.send(settings.topic_raw, raw, key=key, headers=headers, timestamp_ms=timestamp_ms)
+            )
+        return [(m.partition, m.offset) for m in await asyncio.gather(*futures)]
+    finally:
+        await producer.stop()

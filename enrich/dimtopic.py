@@ -1,0 +1,115 @@
+"""The dimensions topic on Kafka: following it into a DimensionTable, and publishing records to it.
+
+The topic is compacted and has one partition, so reading it from the beginning to its end gives the
+current state of every customer and user, in the order the records were written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from prometheus_client import Counter, Gauge
+
+from enrich.dimensions import DimensionError, DimensionTable
+from pipeline import kafka
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DIM_SIZE = Gauge("whereby_enrich_dimension_entries", "Entries in the dimension table", ["kind"])
+DIM_VERSION = Gauge("whereby_enrich_dimension_version", "Dimension version (topic position) in use")
+DIM_REJECTED = Counter("whereby_enrich_dimension_rejected_total", "Dimension records rejected as invalid")
+
+
+class DimensionFollower:
+    """Owns a group-less consumer of the dimensions topic and keeps a DimensionTable current.
+
+    `start()` returns once the table holds everything that was on the topic when it was called; then
+    `follow()` applies later records as they arrive, so a change is live without a restart.
+    """
+
+    def __init__(self, settings: Settings, table: DimensionTable, *, metrics: bool = True) -> None:
+        self.settings = settings
+        self.table = table
+        self.rejected = 0
+        self._metrics = metrics
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        """Assign every partition, read from the beginning to the current end, then return."""
+        consumer = kafka.consumer(self.settings, group_id=None)
+        await consumer.start()
+        self._consumer = consumer
+        tps = await kafka.partitions_of(self.settings, self.settings.topic_dimensions)
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
+            self._apply(await consumer.getmany(timeout_ms=500))
+        self._publish_metrics()
+
+    async def follow(self) -> None:
+        """Apply updates as they arrive, until cancelled."""
+        assert self._consumer is not None
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=1000)
+            if batches:
+                self._apply(batches)
+                self._publish_metrics()
+
+    def _apply(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        for records in batches.values():
+            for record in records:
+                try:
+                    self.table.apply(record.key, record.value, record.offset)
+                except DimensionError as exc:
+                    # The CLI validates before writing; a record that still fails is skipped, not fatal.
+                    self.rejected += 1
+                    if self._metrics:
+                        DIM_REJECTED.inc()
+                    log.warning("dimension record rejected", extra={"offset": record.offset, "error": str(exc)})
+
+    def _publish_metrics(self) -> None:
+        if not self._metrics:
+            return
+        DIM_SIZE.labels("customer").set(len(self.table.customers))
+        DIM_SIZE.labels("user").set(len(self.table.users))
+        DIM_SIZE.labels("prefix").set(len(self.table.prefixes))
+        DIM_VERSION.set(self.table.version)
+
+    async def stop(self) -> None:
+        """Close the consumer. Idempotent."""
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            await consumer.stop()
+
+
+async def read_dimensions(settings: Settings) -> tuple[DimensionTable, int]:
+    """The current dimension table and the number of records on the topic rejected as invalid."""
+    table = DimensionTable()
+    follower = DimensionFollower(settings, table, metrics=False)
+    try:
+        await follower.start()
+    finally:
+        await follower.stop()
+    return table, follower.rejected
+
+
+async def publish(settings: Settings, records: Sequence[tuple[str, bytes | None]]) -> None:
+    """Write records (key, JSON value or None for a tombstone) and return once all are acknowledged.
+
+    Sends are pipelined and acknowledged together; one producer keeps them in order on the single
+    partition, so a later record for the same key always wins.
+    """
+    producer = kafka.producer(settings)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(settings.topic_dimensions, value, key=key.encode("utf-8")) for key, value in records
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()

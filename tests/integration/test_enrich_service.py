@@ -1,0 +1,158 @@
+"""The enrich stage on a real broker: live dimension changes, tombstones, dead letters, committed offsets."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import TopicPartition
+
+from enrich.service import EnrichService
+from pipeline import contract, kafka
+from pipeline.settings import Settings
+from tests.support import Running, body, event, produce_raw, publish_dimensions, read_topic, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def joined(room: str, external_id: str | None = None) -> dict[str, Any]:
+    return event("room.client.joined", room, 0, participant=f"p-{uuid.uuid4().hex[:8]}", external_id=external_id)
+
+
+async def enriched_for(settings: Settings, event_id: str) -> dict[str, Any]:
+    """The enriched record of one event, read back from the enriched topic."""
+
+    async def find() -> dict[str, Any] | None:
+        records = await read_topic(settings, settings.topic_enriched, expect=10**9, timeout_s=0.5)
+        matches = [orjson.loads(r.value) for r in records if r.value and orjson.loads(r.value)["event_id"] == event_id]
+        return matches[-1] if matches else None
+
+    found: dict[str, Any] = await wait_for(find, timeout_s=20)
+    return found
+
+
+async def committed(settings: Settings) -> dict[int, int]:
+    consumer = kafka.consumer(settings, group_id=settings.enrich_group)
+    await consumer.start()
+    try:
+        tps = await kafka.partitions_of(settings, settings.topic_raw)
+        return {tp.partition: (await consumer.committed(tp)) or 0 for tp in tps}
+    finally:
+        await consumer.stop()
+
+
+async def end_offsets(settings: Settings) -> dict[int, int]:
+    consumer = kafka.consumer(settings, group_id=None)
+    await consumer.start()
+    try:
+        tps = await kafka.partitions_of(settings, settings.topic_raw)
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+        return {tp.partition: offset for tp, offset in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+async def test_dimension_changes_and_tombstones_apply_live_without_restart(settings: Settings) -> None:
+    await publish_dimensions(
+        settings, [("customer:c-old", {"customer_id": "c-old", "name": "Old", "room_name_prefixes": ["old-"]})]
+    )
+    room = f"/zeta-{uuid.uuid4()}"
+    async with Running(EnrichService(settings)) as running:
+        service: EnrichService = running.service
+        # Loaded before the first event: resolution works from the very first record.
+        early = joined(f"/old-{uuid.uuid4()}")
+        await produce_raw(settings, [body(early)])
+        assert (await enriched_for(settings, early["id"]))["customer_id"] == "c-old"
+
+        before = joined(room, external_id="ext-zed")
+        await produce_raw(settings, [body(before)])
+        out = await enriched_for(settings, before["id"])
+        assert (out["customer_id"], out["customer_resolution"]) == (None, "unresolved")
+        assert (out["user_id"], out["user_resolution"]) == (None, "unresolved")
+
+        await publish_dimensions(
+            settings,
+            [
+                ("customer:c-zeta", {"customer_id": "c-zeta", "name": "Zeta", "room_name_prefixes": ["zeta-"]}),
+                ("user:ext-zed", {"external_id": "ext-zed", "user_id": "u-zed", "customer_id": "c-zeta"}),
+            ],
+        )
+        await wait_for(lambda: "ext-zed" in service.table.users)
+        after = joined(room, external_id="ext-zed")
+        await produce_raw(settings, [body(after)])
+        out = await enriched_for(settings, after["id"])
+        assert (out["customer_id"], out["customer_name"], out["customer_resolution"]) == ("c-zeta", "Zeta", "prefix")
+        assert (out["user_id"], out["user_resolution"]) == ("u-zed", "external_id")
+        assert out["dimension_version"] == 3
+
+        await publish_dimensions(settings, [("customer:c-zeta", None), ("user:ext-zed", None)])
+        await wait_for(lambda: "ext-zed" not in service.table.users and "c-zeta" not in service.table.customers)
+        deleted = joined(room, external_id="ext-zed")
+        await produce_raw(settings, [body(deleted)])
+        out = await enriched_for(settings, deleted["id"])
+        assert (out["customer_id"], out["customer_resolution"]) == (None, "unresolved")
+        assert (out["user_id"], out["user_resolution"]) == (None, "unresolved")
+        assert out["dimension_version"] == 5
+
+
+async def test_bad_rows_go_to_the_dead_letter_topic_and_the_partition_keeps_moving(settings: Settings) -> None:
+    room = f"/acme-{uuid.uuid4()}"
+    good_before, good_after = joined(room), joined(room)
+    no_room = event("room.client.joined", room, 0, participant="p-1")
+    del no_room["data"]["roomName"]
+    garbage = b"\xff\xfe not json"
+    # All with one key, so they share a partition and the good event after the bad ones must get through.
+    producer = kafka.producer(settings)
+    await producer.start()
+    try:
+        sent = [
+            await producer.send_and_wait(settings.topic_raw, value, key=room.encode())
+            for value in (body(good_before), garbage, body(no_room), body(good_after))
+        ]
+    finally:
+        await producer.stop()
+
+    async with Running(EnrichService(settings)):
+        enriched = await read_topic(settings, settings.topic_enriched, expect=2)
+        bad = await read_topic(settings, settings.topic_deadletter, expect=2)
+        await wait_for(lambda: _all_committed(settings))
+
+    assert sorted(orjson.loads(r.value)["event_id"] for r in enriched if r.value) == sorted(
+        [good_before["id"], good_after["id"]]
+    )
+    rows = sorted((orjson.loads(r.value) for r in bad if r.value), key=lambda row: row["source"]["offset"])
+    assert [(r["stage"], r["reason"], r["event_id"]) for r in rows] == [
+        ("enrich", "invalid_json", None),
+        ("enrich", "missing_field", no_room["id"]),
+    ]
+    partition = sent[0].partition
+    assert [r["source"] for r in rows] == [
+        {"topic": settings.topic_raw, "partition": partition, "offset": sent[1].offset},
+        {"topic": settings.topic_raw, "partition": partition, "offset": sent[2].offset},
+    ]
+    assert [contract.bad_row_payload(r) for r in rows] == [garbage, body(no_room)]
+    assert all(r.key == room.encode() for r in bad)
+
+
+async def _all_committed(settings: Settings) -> bool:
+    return await committed(settings) == await end_offsets(settings)
+
+
+async def test_restart_resumes_from_committed_offsets_and_loses_nothing(settings: Settings) -> None:
+    first = [body(joined(f"/r-{i}")) for i in range(50)]
+    second = [body(joined(f"/r-{i}")) for i in range(50)]
+    await produce_raw(settings, first)
+    async with Running(EnrichService(settings)):
+        await read_topic(settings, settings.topic_enriched, expect=50)
+        await wait_for(lambda: _all_committed(settings))
+    await produce_raw(settings, second)
+    async with Running(EnrichService(settings)):
+        records = await read_topic(settings, settings.topic_enriched, expect=100)
+        await wait_for(lambda: _all_committed(settings))
+
+    ids = [orjson.loads(r.value)["event_id"] for r in records if r.value]
+    assert sorted(ids) == sorted(orjson.loads(b)["id"] for b in first + second)
+    # Keyed by room name, like the raw topic, so per-room order carries through.
+    assert {r.key for r in records} == {orjson.loads(b)["data"]["roomName"].encode() for b in first}
