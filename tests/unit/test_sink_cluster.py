@@ -1,0 +1,60 @@
+"""The cluster rewrite of the single-node schema."""
+
+from __future__ import annotations
+
+import pytest
+
+from sink import store
+from sink.cluster import ClusterRewriter
+
+
+def test_a_mergetree_table_becomes_replicated_local_plus_distributed() -> None:
+    rw = ClusterRewriter("main")
+    local, dist = rw.rewrite(
+        "CREATE TABLE IF NOT EXISTS db.t (a String, v UInt64) ENGINE = ReplacingMergeTree(v) ORDER BY a "
+        "SETTINGS non_replicated_deduplication_window = 100",
+        "cityHash64(a)",
+    )
+    assert local == (
+        "CREATE TABLE IF NOT EXISTS db.t_local ON CLUSTER 'main' (a String, v UInt64) "
+        "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/db/t_local', '{replica}', v) ORDER BY a"
+    )
+    assert dist == (
+        "CREATE TABLE IF NOT EXISTS db.t ON CLUSTER 'main' AS db.t_local "
+        "ENGINE = Distributed('main', db, t_local, cityHash64(a))"
+    )
+
+
+def test_materialized_views_read_and_write_local_tables_except_from_the_input_table() -> None:
+    rw = ClusterRewriter("main")
+    rw.rewrite("CREATE TABLE IF NOT EXISTS db.input (a String) ENGINE = Null")
+    rw.rewrite("CREATE TABLE IF NOT EXISTS db.events (a String) ENGINE = MergeTree ORDER BY a")
+    rw.rewrite("CREATE TABLE IF NOT EXISTS db.agg (a String) ENGINE = AggregatingMergeTree ORDER BY a")
+    [from_input] = rw.rewrite("CREATE MATERIALIZED VIEW IF NOT EXISTS db.m1 TO db.events AS SELECT a FROM db.input")
+    [from_events] = rw.rewrite("CREATE MATERIALIZED VIEW IF NOT EXISTS db.m2 TO db.agg AS SELECT a FROM db.events")
+    assert from_input.endswith("ON CLUSTER 'main' TO db.events AS SELECT a FROM db.input")
+    assert from_events.endswith("ON CLUSTER 'main' TO db.agg_local AS SELECT a FROM db.events_local")
+
+
+def test_views_keep_the_distributed_names() -> None:
+    [view] = ClusterRewriter("c").rewrite("CREATE VIEW IF NOT EXISTS db.v AS SELECT * FROM db.events FINAL")
+    assert view == "CREATE VIEW IF NOT EXISTS db.v ON CLUSTER 'c' AS SELECT * FROM db.events FINAL"
+
+
+def test_unknown_statements_are_refused_rather_than_run_unchanged_on_one_node() -> None:
+    with pytest.raises(ValueError):
+        ClusterRewriter("c").rewrite("ALTER TABLE db.t ADD COLUMN x UInt8")
+
+
+def test_the_shipped_schema_rewrites_completely() -> None:
+    single = [s for _, _, ss in store.schema_statements("whereby") for s in ss]
+    cluster = [s for _, _, ss in store.schema_statements("whereby", "main") for s in ss]
+    tables = sum(1 for s in single if "MergeTree" in s)
+    assert len(cluster) == len(single) + tables
+    assert all("ON CLUSTER 'main'" in s for s in cluster)
+    assert not any("non_replicated_deduplication_window" in s for s in cluster)
+
+
+def test_the_database_name_must_be_an_identifier() -> None:
+    with pytest.raises(store.ConfigError):
+        store.statements("SELECT 1", "x; DROP TABLE y")
