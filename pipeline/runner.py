@@ -95,9 +95,9 @@ async def serve(service: Service, host: str, port: int, *, shutdown_timeout_s: f
     await asyncio.wait({work, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
     code = 0
     if work.done() and not stopping.is_set():
-        exc = work.exception()
+        failure = work.exception()
         log.error(
-            f"{service.name} stopped unexpectedly: {exc!r}" if exc else f"{service.name} run loop ended",
+            f"{service.name} stopped unexpectedly: {failure!r}" if failure else f"{service.name} run loop ended",
             extra={"service": service.name},
         )
         code = 1

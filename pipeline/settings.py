@@ -42,11 +42,11 @@ class _Reader:
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
 
-    def str(self, name: str, default: str) -> str:
+    def text(self, name: str, default: str) -> str:
         value = self._env.get(name, "").strip()
         return value or default
 
-    def int(self, name: str, default: int, *, low: int = 0, high: int = 2**31) -> int:
+    def integer(self, name: str, default: int, *, low: int = 0, high: int = 2**31) -> int:
         raw = self._env.get(name, "").strip()
         if not raw:
             return default
@@ -58,7 +58,7 @@ class _Reader:
             raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
         return value
 
-    def float(self, name: str, default: float, *, low: float = 0.0) -> float:
+    def number(self, name: str, default: float, *, low: float = 0.0) -> float:
         raw = self._env.get(name, "").strip()
         if not raw:
             return default
@@ -71,7 +71,7 @@ class _Reader:
         return value
 
     def port(self, name: str, default: int) -> int:
-        return self.int(name, default, low=0, high=65535)
+        return self.integer(name, default, low=0, high=65535)
 
 
 @dataclass(frozen=True)
@@ -118,42 +118,42 @@ class Settings:
         merged = dict(_dotenv(dotenv)) if dotenv else {}
         merged.update(os.environ if environ is None else environ)
         env = _Reader(merged)
-        secrets = tuple(s.strip() for s in env.str("WHEREBY_WEBHOOK_SECRET", "").split(",") if s.strip())
-        data_dir = Path(env.str("PIPELINE_DATA_DIR", ".data")).resolve()
-        clickhouse_url = env.str("CLICKHOUSE_URL", f"chdb://{data_dir / 'clickhouse'}")
+        secrets = tuple(s.strip() for s in env.text("WHEREBY_WEBHOOK_SECRET", "").split(",") if s.strip())
+        data_dir = Path(env.text("PIPELINE_DATA_DIR", ".data")).resolve()
+        clickhouse_url = env.text("CLICKHOUSE_URL", f"chdb://{data_dir / 'clickhouse'}")
         if not clickhouse_url.startswith(("chdb://", "http://", "https://")):
             raise ConfigError(
                 f"CLICKHOUSE_URL must start with chdb://, http:// or https://, got {clickhouse_url.split('://')[0]!r}"
             )
         return cls(
-            kafka_bootstrap_servers=env.str("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
-            kafka_connect_timeout_s=env.float("KAFKA_CONNECT_TIMEOUT_S", 30.0),
-            topic_raw=env.str("TOPIC_RAW", contract.TOPIC_RAW),
-            topic_enriched=env.str("TOPIC_ENRICHED", contract.TOPIC_ENRICHED),
-            topic_dimensions=env.str("TOPIC_DIMENSIONS", contract.TOPIC_DIMENSIONS),
-            topic_deadletter=env.str("TOPIC_DEADLETTER", contract.TOPIC_DEADLETTER),
-            topic_partitions=env.int("KAFKA_TOPIC_PARTITIONS", 6, low=1, high=10_000),
-            topic_replication_factor=env.int("KAFKA_REPLICATION_FACTOR", 1, low=1, high=16),
+            kafka_bootstrap_servers=env.text("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+            kafka_connect_timeout_s=env.number("KAFKA_CONNECT_TIMEOUT_S", 30.0),
+            topic_raw=env.text("TOPIC_RAW", contract.TOPIC_RAW),
+            topic_enriched=env.text("TOPIC_ENRICHED", contract.TOPIC_ENRICHED),
+            topic_dimensions=env.text("TOPIC_DIMENSIONS", contract.TOPIC_DIMENSIONS),
+            topic_deadletter=env.text("TOPIC_DEADLETTER", contract.TOPIC_DEADLETTER),
+            topic_partitions=env.integer("KAFKA_TOPIC_PARTITIONS", 6, low=1, high=10_000),
+            topic_replication_factor=env.integer("KAFKA_REPLICATION_FACTOR", 1, low=1, high=16),
             webhook_secrets=secrets,
-            webhook_tolerance_s=env.int("WEBHOOK_TOLERANCE_S", 300, low=1),
-            webhook_max_bytes=env.int("WEBHOOK_MAX_BYTES", 64 * 1024, low=1024),
-            produce_timeout_s=env.float("PRODUCE_TIMEOUT_S", 3.0),
-            max_in_flight=env.int("INGEST_MAX_IN_FLIGHT", 2000, low=1),
-            ingest_host=env.str("INGEST_HOST", "0.0.0.0"),
+            webhook_tolerance_s=env.integer("WEBHOOK_TOLERANCE_S", 300, low=1),
+            webhook_max_bytes=env.integer("WEBHOOK_MAX_BYTES", 64 * 1024, low=1024),
+            produce_timeout_s=env.number("PRODUCE_TIMEOUT_S", 3.0),
+            max_in_flight=env.integer("INGEST_MAX_IN_FLIGHT", 2000, low=1),
+            ingest_host=env.text("INGEST_HOST", "0.0.0.0"),
             ingest_port=env.port("INGEST_PORT", 8080),
-            enrich_host=env.str("ENRICH_HOST", "127.0.0.1"),
+            enrich_host=env.text("ENRICH_HOST", "127.0.0.1"),
             enrich_port=env.port("ENRICH_PORT", 8081),
-            sink_host=env.str("SINK_HOST", "127.0.0.1"),
+            sink_host=env.text("SINK_HOST", "127.0.0.1"),
             sink_port=env.port("SINK_PORT", 8082),
-            enrich_group=env.str("ENRICH_GROUP", "whereby-enrich"),
-            sink_group=env.str("SINK_GROUP", "whereby-sink"),
+            enrich_group=env.text("ENRICH_GROUP", "whereby-enrich"),
+            sink_group=env.text("SINK_GROUP", "whereby-sink"),
             clickhouse_url=clickhouse_url,
-            clickhouse_database=env.str("CLICKHOUSE_DATABASE", "whereby"),
-            clickhouse_cluster=env.str("CLICKHOUSE_CLUSTER", ""),
-            sink_batch_rows=env.int("SINK_BATCH_ROWS", 10_000, low=1),
-            sink_batch_bytes=env.int("SINK_BATCH_BYTES", 16 * 1024 * 1024, low=1024),
-            sink_batch_seconds=env.float("SINK_BATCH_SECONDS", 1.0),
-            instance_id=env.str("INSTANCE_ID", f"{socket.gethostname()}-{os.getpid()}"),
+            clickhouse_database=env.text("CLICKHOUSE_DATABASE", "whereby"),
+            clickhouse_cluster=env.text("CLICKHOUSE_CLUSTER", ""),
+            sink_batch_rows=env.integer("SINK_BATCH_ROWS", 10_000, low=1),
+            sink_batch_bytes=env.integer("SINK_BATCH_BYTES", 16 * 1024 * 1024, low=1024),
+            sink_batch_seconds=env.number("SINK_BATCH_SECONDS", 1.0),
+            instance_id=env.text("INSTANCE_ID", f"{socket.gethostname()}-{os.getpid()}"),
         )
 
     def require_webhook_secrets(self) -> tuple[str, ...]:
