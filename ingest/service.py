@@ -1,29 +1,36 @@
-"""The ingest stage: `POST /webhooks/whereby` → verify → produce to the raw topic → answer.
+"""The ingest stage: `POST /webhooks/whereby` → check → verify → produce to the raw topic → answer.
 
-The answer is 2xx only after the broker acknowledged the record (acks=all). If it cannot within
-PRODUCE_TIMEOUT_S the answer is 503 with Retry-After, so Whereby retries; client faults get 4xx and
-never a retry.
+The answer is 2xx only after the broker acknowledged the record (acks=all, idempotent producer). If it
+cannot within PRODUCE_TIMEOUT_S the answer is 503 with Retry-After, so Whereby retries; client faults
+get 4xx and never a retry. The decisions live in pure modules (`admission`, `signature`, `envelope`,
+`answers`); this module is the adapter between them, aiohttp and the producer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 
-from aiohttp import web
+import orjson
+from aiohttp import HttpVersion11, web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiokafka import AIOKafkaProducer
 
-from ingest import envelope, signature
+from ingest import admission, answers, envelope, metrics, openapi, readiness, signature
+from ingest.answers import Answer
+from ingest.batcher import Batcher, StoreError, partitions_of
 from pipeline import contract, kafka
-from pipeline.settings import Settings
+from pipeline.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 
 WEBHOOK_PATH = "/webhooks/whereby"
+OPENAPI_PATH = "/openapi.json"
 
-
-def _error(status: int, error: str, detail: str, **headers: str) -> web.Response:
-    return web.json_response({"error": error, "detail": detail}, status=status, headers=headers or None)
+# How often readiness re-checks the broker when no produce has told us anything newer.
+PROBE_INTERVAL_S = 1.0
 
 
 class IngestService:
@@ -31,40 +38,133 @@ class IngestService:
 
     name = "ingest"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, probe_interval_s: float = PROBE_INTERVAL_S) -> None:
         self.settings = settings
         self._secrets = settings.require_webhook_secrets()
+        self._probe_interval_s = probe_interval_s
         self._producer: AIOKafkaProducer | None = None
+        self._raw: Batcher | None = None
+        self._deadletter: Batcher | None = None
+        self._accepting = False
+        self._in_flight = 0
         self._stopped = asyncio.Event()
+        self._health = readiness.BrokerHealth()
+        self._instance = settings.instance_id.encode()
+        self._openapi = orjson.dumps(openapi.document(settings, WEBHOOK_PATH))
 
     async def start(self) -> None:
+        """Wait (bounded) for the broker, ensure the topics, start the producer, then accept requests."""
         await kafka.prepare(self.settings)
-        self._producer = kafka.producer(self.settings)
+        # No linger: the batcher already groups concurrent requests, and an idle receiver should
+        # answer a lone webhook as soon as the broker acknowledged it.
+        self._producer = kafka.producer(self.settings, linger_ms=0)
         await self._producer.start()
+        self._raw = await self._batcher(self.settings.topic_raw)
+        self._deadletter = await self._batcher(self.settings.topic_deadletter)
+        self._health.succeeded()
+        self._accepting = True
+
+    async def _batcher(self, topic: str) -> Batcher:
+        assert self._producer is not None
+        partitions = await partitions_of(self._producer, topic, self.settings.kafka_connect_timeout_s)
+        if not partitions:
+            raise ConfigError(f"Kafka topic {topic!r} has no partitions; create it with `whereby-pipeline topics`")
+        return Batcher(
+            self._producer, topic, partitions, timeout_s=self.settings.produce_timeout_s, on_outcome=self._outcome
+        )
+
+    def _outcome(self, ok: bool, why: str) -> None:
+        if ok:
+            self._health.succeeded()
+        else:
+            self._health.failed(why)
 
     async def run(self) -> None:
-        await self._stopped.wait()
+        """Probe the broker periodically until stopped, so readiness follows real connectivity."""
+        while not self._stopped.is_set():
+            producer = self._producer
+            if producer is not None:
+                await readiness.probe(producer, self._health, timeout_s=max(self._probe_interval_s, 1.0))
+                for batcher in (self._raw, self._deadletter):
+                    if batcher is not None:
+                        batcher.refresh_partitions()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), timeout=self._probe_interval_s)
 
     async def stop(self) -> None:
+        """Stop accepting, then flush and close the producer. The runner stops the HTTP server first,
+        so every request that is still being handled has finished its produce by now."""
+        self._accepting = False
         self._stopped.set()
+        for batcher in (self._raw, self._deadletter):
+            if batcher is not None:
+                await batcher.drain()
         if self._producer is not None:
             producer, self._producer = self._producer, None
             await producer.stop()  # flushes whatever is still buffered
 
     def ready(self) -> bool:
-        return self._producer is not None and not self._stopped.is_set()
+        """Accepting requests and the broker answered the latest produce or probe."""
+        return self._accepting and self._health.reachable
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post(WEBHOOK_PATH, self.handle_webhook)]
+        """The webhook (all methods, so a wrong one gets our 405) and the OpenAPI document."""
+        return [
+            web.route("*", WEBHOOK_PATH, self.handle_webhook, expect_handler=self._expect),
+            web.get(OPENAPI_PATH, self.handle_openapi),
+        ]
+
+    async def handle_openapi(self, _: web.Request) -> web.Response:
+        """The OpenAPI document of this endpoint."""
+        return web.Response(body=self._openapi, content_type="application/json")
 
     async def handle_webhook(self, request: web.Request) -> web.Response:
-        """Verify, validate and produce one webhook; see the module docstring for the answers."""
+        """Answer one webhook request; see the module docstring and `ingest.answers` for the answers."""
+        started = time.perf_counter()
+        self._in_flight += 1
+        metrics.IN_FLIGHT.inc()
+        try:
+            answer = await self._answer(request)
+        finally:
+            self._in_flight -= 1
+            metrics.IN_FLIGHT.dec()
+        _observe(answer, started)
+        return _respond(answer)
+
+    async def _expect(self, request: web.Request) -> web.StreamResponse | None:
+        """`Expect: 100-continue`: refuse on the headers alone, before the client sends the body."""
+        started = time.perf_counter()
+        rejection = admission.check_headers(
+            request.method, request.headers.get("Content-Type"), request.content_length, self.settings.webhook_max_bytes
+        )
+        if rejection is not None:
+            _observe(rejection, started)
+            return _respond(rejection)
+        # What aiohttp's default expect handler does, which we replace to get the early refusal above.
+        if request.version != HttpVersion11 or request.headers.get("Expect", "").lower() != "100-continue":
+            raise web.HTTPExpectationFailed(text=f"unknown Expect: {request.headers.get('Expect', '')[:40]}")
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return None
+
+    async def _answer(self, request: web.Request) -> Answer:
+        received_at_ms = contract.now_ms()
         limit = self.settings.webhook_max_bytes
-        if request.content_length is not None and request.content_length > limit:
-            return _error(413, "payload_too_large", f"body is larger than {limit} bytes")
-        body = await request.content.read(limit + 1)
-        if len(body) > limit:
-            return _error(413, "payload_too_large", f"body is larger than {limit} bytes")
+        rejection = admission.check_headers(
+            request.method, request.headers.get("Content-Type"), request.content_length, limit
+        )
+        if rejection is not None:
+            return rejection
+        if not self._accepting or self._raw is None or self._deadletter is None:
+            return answers.shutting_down()
+        raw, deadletter = self._raw, self._deadletter
+        if self._in_flight > self.settings.max_in_flight:
+            return answers.saturated()
+
+        body = await _read_body(request, limit)
+        if isinstance(body, Answer):
+            return body
+        metrics.BODY_SIZE.observe(len(body))
+
         try:
             signature.verify(
                 request.headers.get("Whereby-Signature"),
@@ -73,27 +173,90 @@ class IngestService:
                 tolerance_s=self.settings.webhook_tolerance_s,
             )
         except signature.SignatureError as exc:
-            return _error(401, "invalid_signature", exc.detail)
+            return answers.invalid_signature(exc.reason, exc.detail)
+
+        stamp = [
+            (contract.HEADER_RECEIVED_AT_MS, str(received_at_ms).encode()),
+            (contract.HEADER_INGRESS_INSTANCE, self._instance),
+        ]
         try:
             env = envelope.parse(body)
         except envelope.EnvelopeError as exc:
-            return _error(400, "invalid_event", exc.detail)
+            return await self._dead_letter(deadletter, body, exc, stamp)
 
-        producer = self._producer
-        if producer is None:
-            return _error(503, "unavailable", "shutting down", **{"Retry-After": "1"})
         headers = [
             (contract.HEADER_EVENT_ID, env.event_id.encode()),
             (contract.HEADER_EVENT_TYPE, env.event_type.encode()),
-            (contract.HEADER_RECEIVED_AT_MS, str(contract.now_ms()).encode()),
-            (contract.HEADER_INGRESS_INSTANCE, self.settings.instance_id.encode()),
+            *stamp,
         ]
         key = env.room_name.encode() if env.room_name else None
-        try:
-            async with asyncio.timeout(self.settings.produce_timeout_s):
-                delivery = await producer.send(self.settings.topic_raw, body, key=key, headers=headers)
-                await delivery
-        except (TimeoutError, Exception) as exc:  # any broker failure means "not durable": ask for a retry
-            log.warning("produce failed", extra={"event_id": env.event_id, "error": type(exc).__name__})
-            return _error(503, "unavailable", "event could not be stored in time", **{"Retry-After": "2"})
-        return web.json_response({"status": "accepted", "id": env.event_id}, status=202)
+        failure = await _store(raw, "raw", body, key, headers)
+        if failure is not None:
+            log.warning("event not stored", extra={"event_id": env.event_id, "reason": failure})
+            return answers.not_stored(failure)
+        metrics.EVENTS.labels(envelope.type_label(env.event_type)).inc()
+        return answers.accepted(env.event_id)
+
+    async def _dead_letter(
+        self, batcher: Batcher, body: bytes, exc: envelope.EnvelopeError, stamp: list[tuple[str, bytes]]
+    ) -> Answer:
+        """A signed but malformed body: keep it on the dead-letter topic, then answer 400 (503 if we could not)."""
+        event_id = envelope.event_id_of(body)
+        row = contract.bad_row(stage="ingest", reason=exc.reason, detail=exc.detail, payload=body, event_id=event_id)
+        failure = await _store(batcher, "deadletter", row, None, stamp)
+        if failure is not None:
+            log.warning("malformed event not dead-lettered", extra={"event_id": event_id, "reason": failure})
+            return answers.not_stored("deadletter_failed")
+        metrics.DEADLETTERS.labels(exc.reason).inc()
+        return answers.invalid_event(exc.reason, exc.detail, exc.field)
+
+
+async def _store(
+    batcher: Batcher, label: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]
+) -> str | None:
+    """Store one record and wait for the acknowledgement; None when stored, else the failure reason."""
+    started = time.perf_counter()
+    try:
+        await batcher.store(value, key, headers)
+    except StoreError as exc:
+        failure: str | None = exc.reason
+    else:
+        failure = None
+    metrics.PRODUCE_DURATION.labels(label, "error" if failure else "ok").observe(time.perf_counter() - started)
+    return failure
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes | Answer:
+    """Read at most `limit` bytes; one byte more means 413 and the rest is never read."""
+    stream = request.content
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while True:
+            chunk = await stream.read(limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                return answers.payload_too_large(limit, declared=False)
+    except (HttpProcessingError, ConnectionError):
+        return answers.incomplete_body()
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _observe(answer: Answer, started: float) -> None:
+    metrics.REQUESTS.labels(answer.outcome, answer.reason).inc()
+    metrics.REQUEST_DURATION.labels(answer.outcome).observe(time.perf_counter() - started)
+
+
+def _respond(answer: Answer) -> web.Response:
+    response = web.Response(
+        status=answer.status,
+        body=answer.body_bytes(),
+        content_type="application/json",
+        headers=answer.headers or None,
+    )
+    if answer.close_connection:
+        response.force_close()  # do not drain an oversized body: close instead
+    return response

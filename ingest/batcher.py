@@ -1,0 +1,184 @@
+"""Per-partition batching in front of the producer: many concurrent requests, one batch, one ack.
+
+Why: aiokafka's `send()` costs tens of microseconds per record (metadata check, a pure-Python murmur2,
+a future per record) and a per-request timeout adds a timer per record. At webhook rates that work,
+not the broker, bounded the receiver (see bench/ingest_bench.py). Here a request appends its record to
+the open batch of its partition (a C-level append) and waits for that batch's acknowledgement. One
+batch per partition is with the producer at a time; the next one fills while it is in flight, so
+batches grow with load and shrink to a single record when idle, with no linger.
+
+The guarantees are the producer's (idempotent, acks=all): a record counts as stored only when its
+batch was acknowledged. A batch that is not acknowledged within the timeout fails every record in it,
+so each request answers 503 and Whereby retries. A batch that times out before it was handed to the
+producer is dropped, so it is never written after its senders were told it was not stored. (One that
+was handed over may still be written later: a duplicate of the retry, which downstream dedupes on id.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import random
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
+
+# Room names repeat for every event of a meeting, so the (pure-Python) hash is worth caching.
+_hash = functools.lru_cache(maxsize=16384)(murmur2)
+
+
+class StoreError(Exception):
+    """A record was not acknowledged. `reason` is a bounded code: produce_timeout or produce_failed."""
+
+    def __init__(self, reason: str, cause: str) -> None:
+        super().__init__(f"{reason}: {cause}")
+        self.reason = reason
+        self.cause = cause
+
+
+def partition_for(key: bytes | None, partitions: Sequence[int]) -> int:
+    """The partition Kafka's default partitioner picks for `key` (murmur2, as the Java client does),
+    so records keep per-room order and land where any other client would put them; random without a key."""
+    if key is None:
+        return random.choice(partitions)
+    index: int = _hash(key) & 0x7FFFFFFF
+    return partitions[index % len(partitions)]
+
+
+class _Batch:
+    __slots__ = ("builder", "done", "timer")
+
+    def __init__(self, builder: Any, done: asyncio.Future[None]) -> None:
+        self.builder = builder
+        self.done = done
+        self.timer: asyncio.TimerHandle | None = None
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    # Mark the outcome as seen even when every waiter has gone, so asyncio does not log it as lost.
+    if not future.cancelled():
+        future.exception()
+
+
+class Batcher:
+    """Stores records on one topic, batching concurrent ones per partition.
+
+    `on_outcome(ok, why)` is told about every batch (for readiness): True after an acknowledgement,
+    False with an exception class name after a failure or timeout.
+    """
+
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        topic: str,
+        partitions: Iterable[int],
+        *,
+        timeout_s: float,
+        on_outcome: Callable[[bool, str], None] | None = None,
+    ) -> None:
+        self._producer = producer
+        self.topic = topic
+        self._partitions = tuple(sorted(partitions))
+        if not self._partitions:
+            raise ValueError(f"topic {topic!r} has no partitions")
+        self._timeout_s = timeout_s
+        self._on_outcome = on_outcome or (lambda ok, why: None)
+        self._waiting: dict[int, deque[_Batch]] = {}
+        self._in_flight: dict[int, asyncio.Task[None]] = {}
+        self._scheduled: set[int] = set()
+        self._loop = asyncio.get_running_loop()
+
+    def refresh_partitions(self) -> None:
+        """Pick up a changed partition count from the producer's current metadata."""
+        known = self._producer.client.cluster.partitions_for_topic(self.topic)
+        if known:
+            self._partitions = tuple(sorted(known))
+
+    async def store(self, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+        """Return once the record is acknowledged by the broker; raise StoreError if it is not in time."""
+        p = partition_for(key, self._partitions)
+        waiting = self._waiting.get(p)
+        if waiting is None:
+            waiting = self._waiting[p] = deque()
+        batch = waiting[-1] if waiting else None
+        if batch is None or batch.builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
+            batch = self._new_batch(p)
+            waiting.append(batch)
+            # A fresh batch takes any one record (the broker enforces its own size limit).
+            batch.builder.append(key=key, value=value, timestamp=None, headers=headers)
+        if p not in self._in_flight and p not in self._scheduled:
+            # Hand over after this turn of the event loop, so requests read together share the batch.
+            self._scheduled.add(p)
+            self._loop.call_soon(self._hand_over, p)
+        await asyncio.shield(batch.done)
+
+    async def drain(self) -> None:
+        """Wait until every record stored so far is acknowledged or failed (for shutdown)."""
+        while self._in_flight or any(self._waiting.values()):
+            for p in list(self._waiting):
+                self._hand_over(p)
+            if self._in_flight:
+                await asyncio.wait(list(self._in_flight.values()))
+            else:
+                await asyncio.sleep(0)
+
+    def _new_batch(self, partition: int) -> _Batch:
+        batch = _Batch(self._producer.create_batch(), self._loop.create_future())
+        batch.done.add_done_callback(_retrieve)
+        batch.timer = self._loop.call_later(self._timeout_s, self._expire, partition, batch)
+        return batch
+
+    def _hand_over(self, partition: int) -> None:
+        self._scheduled.discard(partition)
+        waiting = self._waiting.get(partition)
+        if partition in self._in_flight or not waiting:
+            return
+        batch = waiting.popleft()
+        self._in_flight[partition] = self._loop.create_task(self._send(partition, batch))
+
+    async def _send(self, partition: int, batch: _Batch) -> None:
+        try:
+            delivery = await self._producer.send_batch(batch.builder, self.topic, partition=partition)
+            await delivery
+        except Exception as exc:  # every failure means "not stored": the waiting requests answer 503
+            self._settle(batch, StoreError("produce_failed", type(exc).__name__))
+            self._on_outcome(False, type(exc).__name__)
+        else:
+            self._settle(batch, None)
+            self._on_outcome(True, "")
+        finally:
+            del self._in_flight[partition]
+            if self._waiting.get(partition):
+                self._hand_over(partition)
+
+    def _expire(self, partition: int, batch: _Batch) -> None:
+        if batch.done.done():
+            return
+        waiting = self._waiting.get(partition)
+        if waiting and batch in waiting:
+            waiting.remove(batch)  # never handed over: drop it, nobody will be told it was stored
+        self._settle(batch, StoreError("produce_timeout", "no acknowledgement in time"))
+        self._on_outcome(False, "produce timeout")
+
+    @staticmethod
+    def _settle(batch: _Batch, error: StoreError | None) -> None:
+        if batch.timer is not None:
+            batch.timer.cancel()
+        if batch.done.done():
+            return
+        if error is None:
+            batch.done.set_result(None)
+        else:
+            batch.done.set_exception(error)
+
+
+async def partitions_of(producer: AIOKafkaProducer, topic: str, timeout_s: float) -> set[int]:
+    """The partitions of `topic` from the producer's metadata (waits, bounded, for it to arrive)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            return set(await producer.partitions_for(topic))
+    return set()
