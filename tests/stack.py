@@ -1,0 +1,158 @@
+"""The pipeline as real processes, for end-to-end benchmarks and fault injection.
+
+`Stack` starts `whereby-pipeline ingest|enrich|sink` exactly as `make run` does (one process each,
+configured only through the environment), waits for `/readyz`, and can stop (SIGTERM, which drains),
+kill -9 and restart any stage. Every stack gets its own topics, consumer groups and database, so it
+never sees another run's records.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+KAFKA_SH = REPO / "deploy" / "kafka" / "kafka.sh"
+STAGES = ("sink", "enrich", "ingest")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def isolated_env(kafka_bootstrap: str, clickhouse_url: str, **overrides: str) -> dict[str, str]:
+    """Environment for one isolated pipeline: unique topics, groups and database."""
+    tag = uuid.uuid4().hex[:10]
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "KAFKA_TOPIC_PARTITIONS": "3",
+        "TOPIC_RAW": f"t{tag}.raw",
+        "TOPIC_ENRICHED": f"t{tag}.enriched",
+        "TOPIC_DIMENSIONS": f"t{tag}.dimensions",
+        "TOPIC_DEADLETTER": f"t{tag}.deadletter",
+        "ENRICH_GROUP": f"enrich-{tag}",
+        "SINK_GROUP": f"sink-{tag}",
+        "CLICKHOUSE_URL": clickhouse_url,
+        "CLICKHOUSE_DATABASE": f"test_{tag}",
+        "WHEREBY_WEBHOOK_SECRET": "k3v9q2m7x1p8r4t6w0z5y2a9b3c7d1e4",
+        "INSTANCE_ID": f"test-{tag}",
+        "INGEST_HOST": "127.0.0.1",
+    }
+    env.update(overrides)
+    return env
+
+
+def ensure_local_broker(port: int = 9092, data_dir: Path | None = None) -> str:
+    """KAFKA_BOOTSTRAP_SERVERS if set, else the local broker from deploy/kafka (started if needed)."""
+    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if configured:
+        return configured
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    env.update(KAFKA_PORT=str(port), KAFKA_DATA_DIR=str(data_dir or REPO / ".data" / "kafka"))
+    subprocess.run(["bash", str(KAFKA_SH), "start"], env=env, check=True)
+    return f"127.0.0.1:{port}"
+
+
+class Stack:
+    """The three stages as child processes sharing one isolated configuration."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = dict(env)
+        self.ports = {stage: free_port() for stage in STAGES}
+        self.env.update(
+            INGEST_PORT=str(self.ports["ingest"]),
+            ENRICH_PORT=str(self.ports["enrich"]),
+            SINK_PORT=str(self.ports["sink"]),
+        )
+        self.log_dir = log_dir
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def url(self, stage: str, path: str = "") -> str:
+        return f"http://127.0.0.1:{self.ports[stage]}{path}"
+
+    def start(self, stage: str, *, timeout_s: float = 60.0) -> None:
+        """Start one stage and wait until its /readyz answers 200."""
+        env = {**os.environ, **self.env}
+        log = open(self.log_dir / f"{stage}.log", "ab")  # noqa: SIM115 - owned by the child process
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline", stage], env=env, stdout=log, stderr=log, cwd=REPO)
+        self.procs[stage] = proc
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{stage} exited with {proc.returncode}; see {self.log_dir / (stage + '.log')}")
+            try:
+                with urllib.request.urlopen(self.url(stage, "/readyz"), timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"{stage} not ready within {timeout_s}s; see {self.log_dir / (stage + '.log')}")
+
+    def start_all(self) -> None:
+        for stage in STAGES:
+            self.start(stage)
+
+    def pid(self, stage: str) -> int:
+        return self.procs[stage].pid
+
+    def stop(self, stage: str, *, timeout_s: float = 60.0) -> int:
+        """SIGTERM (drain, flush, commit) and wait; returns the exit code."""
+        proc = self.procs.pop(stage, None)
+        if proc is None or proc.poll() is not None:
+            return 0 if proc is None else int(proc.returncode)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
+
+    def kill(self, stage: str) -> None:
+        """kill -9: no drain, no flush, no commit."""
+        proc = self.procs.pop(stage, None)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def stop_all(self) -> None:
+        for stage in reversed(STAGES):  # ingest first: no new intake while the consumers drain
+            self.stop(stage)
+
+    def metric(self, stage: str, name: str, **labels: str) -> float:
+        """Sum of a Prometheus sample over series matching `labels` (0 if absent or unreachable)."""
+        try:
+            with urllib.request.urlopen(self.url(stage, "/metrics"), timeout=2) as response:
+                text = response.read().decode()
+        except (urllib.error.URLError, OSError):
+            return 0.0
+        total = 0.0
+        for line in text.splitlines():
+            if not line.startswith(name) or line.startswith("#"):
+                continue
+            series, _, value = line.rpartition(" ")
+            if series.split("{")[0] != name:
+                continue
+            if all(f'{k}="{v}"' in series for k, v in labels.items()):
+                total += float(value)
+        return total
+
+    def rss_mb(self, stage: str) -> tuple[float, float]:
+        """(current, peak) resident memory of a running stage, in MB."""
+        fields = {}
+        for line in Path(f"/proc/{self.pid(stage)}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
