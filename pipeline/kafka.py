@@ -51,6 +51,7 @@ def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
         "linger_ms": 5,
         "max_batch_size": 256 * 1024,
         "request_timeout_ms": 30_000,
+        **settings.kafka_client_kwargs(),
     }
     options.update(overrides)
     return AIOKafkaProducer(**options)
@@ -66,9 +67,19 @@ def consumer(settings: Settings, *topics: str, group_id: str | None, **overrides
         "auto_offset_reset": "earliest",
         "max_poll_records": 2000,
         "fetch_max_wait_ms": 100,
+        **settings.kafka_client_kwargs(),
     }
     options.update(overrides)
     return AIOKafkaConsumer(*topics, **options)
+
+
+def admin_client(settings: Settings, *, request_timeout_ms: int = 15000) -> AIOKafkaAdminClient:
+    """An admin client with the same TLS/SASL settings as producers and consumers. Not started."""
+    return AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        request_timeout_ms=request_timeout_ms,
+        **settings.kafka_client_kwargs(),
+    )
 
 
 async def wait_for_broker(settings: Settings, timeout_s: float | None = None) -> None:
@@ -77,7 +88,7 @@ async def wait_for_broker(settings: Settings, timeout_s: float | None = None) ->
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=5000)
+        admin = admin_client(settings, request_timeout_ms=5000)
         try:
             await admin.start()
             return
@@ -94,7 +105,7 @@ async def wait_for_broker(settings: Settings, timeout_s: float | None = None) ->
 
 async def ensure_topics(settings: Settings) -> list[str]:
     """Create the contract's topics if they do not exist yet; returns the names created now."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=15000)
+    admin = admin_client(settings)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -116,7 +127,7 @@ async def prepare(settings: Settings) -> None:
 
 async def partitions_of(settings: Settings, topic: str) -> list[TopicPartition]:
     """All partitions of `topic`, for consumers that assign partitions themselves instead of joining a group."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=15000)
+    admin = admin_client(settings)
     await admin.start()
     try:
         described = await admin.describe_topics([topic])

@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from pipeline import contract
+from pipeline import contract, security
 
 
 class ConfigError(Exception):
@@ -99,6 +100,8 @@ class Settings:
     enrich_port: int
     sink_host: str
     sink_port: int
+    # Bearer token for the read API and usage page; required when SINK_HOST is not a loopback address.
+    read_api_token: str
 
     enrich_group: str
     sink_group: str
@@ -112,15 +115,26 @@ class Settings:
 
     instance_id: str
 
+    # Secure connections (see pipeline/security.py); defaults keep plaintext Kafka and no extra credentials.
+    kafka_security: security.KafkaSecurity = field(default_factory=security.KafkaSecurity)
+    clickhouse_access: security.ClickHouseAccess = field(default_factory=security.ClickHouseAccess)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, dotenv: Path | None = None) -> Settings:
         """Build settings from `environ` (default: the process environment) over an optional .env file."""
         merged = dict(_dotenv(dotenv)) if dotenv else {}
         merged.update(os.environ if environ is None else environ)
         env = _Reader(merged)
-        secrets = tuple(s.strip() for s in env.text("WHEREBY_WEBHOOK_SECRET", "").split(",") if s.strip())
-        data_dir = Path(env.text("PIPELINE_DATA_DIR", ".data")).resolve()
-        clickhouse_url = env.text("CLICKHOUSE_URL", f"chdb://{data_dir / 'clickhouse'}")
+        try:
+            # Secrets may come from a mounted file too (<VARIABLE>_FILE).
+            raw_secrets = security.secret(merged, "WHEREBY_WEBHOOK_SECRET")
+            data_dir = Path(env.text("PIPELINE_DATA_DIR", ".data")).resolve()
+            clickhouse_url = security.secret(merged, "CLICKHOUSE_URL") or f"chdb://{data_dir / 'clickhouse'}"
+            kafka_security = security.kafka_security_from_env(merged)
+            clickhouse_access = security.clickhouse_access_from_env(merged, clickhouse_url)
+        except security.SecurityError as exc:
+            raise ConfigError(str(exc)) from None
+        secrets = tuple(s.strip() for s in raw_secrets.split(",") if s.strip())
         if not clickhouse_url.startswith(("chdb://", "http://", "https://")):
             raise ConfigError(
                 f"CLICKHOUSE_URL must start with chdb://, http:// or https://, got {clickhouse_url.split('://')[0]!r}"
@@ -145,6 +159,7 @@ class Settings:
             enrich_port=env.port("ENRICH_PORT", 8081),
             sink_host=env.text("SINK_HOST", "127.0.0.1"),
             sink_port=env.port("SINK_PORT", 8082),
+            read_api_token=env.text("READ_API_TOKEN", ""),
             enrich_group=env.text("ENRICH_GROUP", "whereby-enrich"),
             sink_group=env.text("SINK_GROUP", "whereby-sink"),
             clickhouse_url=clickhouse_url,
@@ -154,7 +169,20 @@ class Settings:
             sink_batch_bytes=env.integer("SINK_BATCH_BYTES", 16 * 1024 * 1024, low=1024),
             sink_batch_seconds=env.number("SINK_BATCH_SECONDS", 1.0),
             instance_id=env.text("INSTANCE_ID", f"{socket.gethostname()}-{os.getpid()}"),
+            kafka_security=kafka_security,
+            clickhouse_access=clickhouse_access,
         )
+
+    def kafka_client_kwargs(self) -> dict[str, Any]:
+        """Security keyword arguments shared by every Kafka producer, consumer and admin client."""
+        try:
+            return self.kafka_security.client_kwargs()
+        except security.SecurityError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def clickhouse_connect_kwargs(self) -> dict[str, Any]:
+        """`clickhouse_connect.get_client(**this)`: CLICKHOUSE_URL plus separate credentials and TLS trust."""
+        return self.clickhouse_access.connect_kwargs(self.clickhouse_url)
 
     def require_webhook_secrets(self) -> tuple[str, ...]:
         """The signing secrets, or a ConfigError telling the operator what to set."""
