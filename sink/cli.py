@@ -1,4 +1,4 @@
-"""Sink's subcommands: `sink` (run the stage) and `schema` (apply the ClickHouse schema)."""
+"""Sink's subcommands: `sink` (run the stage), `schema` (apply the ClickHouse schema), `report` and `serve-api`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from pipeline.cli import load_settings, run_service
-from sink import store
+from sink import readservice, report, store
 from sink.service import SinkService
 
 
@@ -29,3 +29,5 @@ def register(sub: Any) -> None:
     run.set_defaults(handler=lambda _: run_service(SinkService, lambda s: (s.sink_host, s.sink_port)))
     schema = sub.add_parser("schema", help="apply the ClickHouse schema migrations (idempotent)")
     schema.set_defaults(handler=_schema)
+    report.register(sub)
+    readservice.register(sub)

@@ -29,7 +29,7 @@ from clickhouse_connect.driver.client import Client
 
 from pipeline import contract, kafka
 from pipeline.settings import Settings
-from sink import metrics, store
+from sink import metrics, readapi, store
 from sink.batch import Batch, DeadLetter, Limits, Record
 from sink.errors import backoff_delay
 from sink.rows import BadRow, event_line
@@ -83,6 +83,7 @@ class SinkService:
         self._failure = exc
 
     async def start(self) -> None:
+        readapi.check_access(self.settings.sink_host, self.settings.read_api_token)
         self.client = await asyncio.to_thread(store.connect, self.settings.clickhouse_url)
         cluster = self.settings.clickhouse_cluster
         await asyncio.to_thread(store.migrate, self.client, self.db, cluster)
@@ -103,7 +104,9 @@ class SinkService:
         return self._ready and not self._stopping.is_set()
 
     def routes(self) -> list[web.RouteDef]:
-        return []
+        # The read API and page: in embedded mode only this process can open the store.
+        run = readapi.client_runner(lambda: self.client)
+        return readapi.routes(run, self.db, token=self.settings.read_api_token)
 
     async def run(self) -> None:
         self._run_finished = finished = asyncio.Event()
@@ -117,9 +120,16 @@ class SinkService:
     async def poll_once(self) -> None:
         """Poll once, buffer what came, and start a flush if the batch is due and none is running."""
         assert self._consumer is not None
+        timeout_ms = max(1, int(self.limits.seconds * 1000 / 4))
+        if self._paused and self._inflight is not None:
+            # Nothing can arrive while paused: wait for the insert itself, so the next batch starts the
+            # moment it is acknowledged rather than after a poll timeout.
+            await asyncio.wait({self._inflight}, timeout=timeout_ms / 1000)
+            self._reap()
+            if self._inflight is None and self._batch.due(self.limits, time.monotonic()):
+                self._start_flush()
         self._reap()
         self._apply_pause()
-        timeout_ms = max(1, int(self.limits.seconds * 1000 / 4))
         room = max(1, self.limits.rows - self._batch.rows)
         polled = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=room)
         for tp, records in polled.items():

@@ -189,9 +189,15 @@ FROM (
     FROM {db}.connections
     WHERE joined_at IS NOT NULL
     UNION ALL
-    SELECT 'session' AS kind, toDate(started_at) AS day, customer_id, customer_name,
-           NULL AS participant_id, NULL AS user_id, '' AS role_class, 0 AS minutes, false AS is_open
-    FROM {db}.room_sessions
+    -- Straight from the session aggregates: room_sessions would compute every connection again.
+    SELECT 'session' AS kind, toDate(coalesce(started, first_seen)) AS day, d.customer_id AS customer_id,
+           d.customer_name AS customer_name, NULL AS participant_id, NULL AS user_id, '' AS role_class,
+           0 AS minutes, false AS is_open
+    FROM (
+        SELECT min(started_at) AS started, min(first_seen_at) AS first_seen, argMaxMerge(dims) AS d
+        FROM {db}.session_states
+        GROUP BY room_name, room_session_id
+    )
 )
 GROUP BY day, customer_id;
 

@@ -1,0 +1,241 @@
+"""Sink benchmark: rows/s through the sink vs. a direct bulk insert, and a 10M-event usage query.
+
+    KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:39092 .venv/bin/python -m bench.sink_bench [--rows 200000]
+
+1. N enriched records are produced to a fresh topic (not timed).
+2. Baseline: the same records inserted straight into ClickHouse through clickhouse-connect (JSONEachRow,
+   batches of SINK_BATCH_ROWS, into the same schema, materialized views included).
+3. Sink: the SinkService consumes, batches, inserts and commits them; timed from its first poll until
+   every row is committed. Goal: sink rows/s ≥ 0.7 x baseline rows/s.
+4. 10 million synthetic events (5M connections, 50 customers, 3 months) generated with
+   INSERT ... SELECT FROM numbers() through the real input table and views; then the latency of
+   "participant minutes and sessions per customer for one month" (median of 3).
+
+Prints a Markdown table and writes bench/results-sink.json. Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from pipeline import kafka
+from pipeline.settings import Settings
+from sink import metrics, store
+from sink.service import SinkService
+
+T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+
+def enriched(i: int) -> bytes:
+    """A realistic enriched record (~700 bytes): half joins, half lefts of distinct connections."""
+    conn = i // 2
+    at = T0_MS + conn * 1000 + (i % 2) * 600_000
+    return orjson.dumps(
+        {
+            "event_id": uuid.uuid4().hex + uuid.uuid4().hex,
+            "event_type": "room.client.left" if i % 2 else "room.client.joined",
+            "api_version": "1.0",
+            "created_at_ms": at,
+            "received_at_ms": at + 40,
+            "room_name": f"/cust{conn % 50}-room-{conn % 5000}",
+            "meeting_id": str(conn % 5000),
+            "subdomain": "examplecorp",
+            "room_session_id": f"sess-{conn % 5000}-{conn // 50000}",
+            "participant_id": f"p-{conn}",
+            "display_name": "Someone Somebody",
+            "role_name": "visitor",
+            "role_class": "human",
+            "external_id": f"ext-{conn % 3000}",
+            "metadata": {"plan": "enterprise", "team": "blue"},
+            "metadata_raw": "plan=enterprise&team=blue",
+            "is_dial_in": False,
+            "num_clients": 3,
+            "customer_id": f"c-{conn % 50}",
+            "customer_name": f"Customer {conn % 50}",
+            "customer_resolution": "prefix",
+            "user_id": f"u-{conn % 3000}",
+            "user_resolution": "external_id",
+            "dimension_version": 12,
+            "enrichment_version": at * 1000,
+            "enriched_at_ms": at + 60,
+        }
+    )
+
+
+async def produce(settings: Settings, values: list[bytes]) -> None:
+    producer = kafka.producer(settings, linger_ms=20, max_batch_size=1024 * 1024)
+    await producer.start()
+    try:
+        pending = []
+        for v in values:
+            pending.append(await producer.send(settings.topic_enriched, v, key=v[14:40]))
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+def baseline(client: Any, db: str, values: list[bytes], batch_rows: int) -> float:
+    """Rows/s of a direct bulk insert of the same records (same format, same batch size, same schema)."""
+    store.migrate(client, db)
+    started = time.perf_counter()
+    for start in range(0, len(values), batch_rows):
+        client.raw_insert(
+            f"{db}.events_input",
+            None,
+            b"\n".join(values[start : start + batch_rows]),
+            fmt="JSONEachRow",
+            settings={"input_format_skip_unknown_fields": 1},
+        )
+    return len(values) / (time.perf_counter() - started)
+
+
+async def sink_rate(settings: Settings, n: int) -> float:
+    service = SinkService(settings)
+    await service.start()
+    inserted = metrics.ROWS.labels("event", "inserted")
+    before = inserted._value.get()
+    started = time.perf_counter()
+    task = asyncio.create_task(service.run())
+    try:
+        while inserted._value.get() < before + n:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        elapsed = time.perf_counter() - started
+    finally:
+        await service.stop()
+        await asyncio.wait_for(task, 30)
+    return n / elapsed
+
+
+GENERATE = """
+INSERT INTO {db}.events_input
+SELECT
+    lower(hex(cityHash64(number, 'bench'))) || lower(hex(cityHash64(number))) AS event_id,
+    if(number % 2 = 0, 'room.client.joined', 'room.client.left') AS event_type,
+    '1.0' AS api_version,
+    {t0:Int64} + intDiv(number, 2) * 1500 + (number % 2) * (60000 + intDiv(number, 2) % 3600000) AS created_at_ms,
+    created_at_ms + 40 AS received_at_ms,
+    concat('/cust', toString(intDiv(number, 2) % 50), '-room-', toString(intDiv(number, 2) % 20000)) AS room_name,
+    NULL AS meeting_id, 'examplecorp' AS subdomain,
+    concat('sess-', toString(intDiv(number, 2) % 20000), '-', toString(intDiv(number, 2000000))) AS room_session_id,
+    concat('p-', toString(intDiv(number, 2))) AS participant_id,
+    'Someone' AS display_name, 'visitor' AS role_name,
+    if(intDiv(number, 2) % 40 = 0, 'recorder', 'human') AS role_class,
+    concat('ext-', toString(intDiv(number, 2) % 30000)) AS external_id,
+    map('plan', 'pro') AS metadata, 'plan=pro' AS metadata_raw, false AS is_dial_in, 2 AS num_clients,
+    concat('c-', toString(intDiv(number, 2) % 50)) AS customer_id, 'Customer' AS customer_name,
+    'prefix' AS customer_resolution,
+    concat('u-', toString(intDiv(number, 2) % 30000)) AS user_id, 'external_id' AS user_resolution,
+    1 AS dimension_version, 1 AS enrichment_version, created_at_ms AS enriched_at_ms
+FROM numbers({start:UInt64}, {count:UInt64})
+"""
+
+MONTHLY = """
+SELECT customer_id, sum(participant_minutes) AS participant_minutes, sum(recorder_minutes) AS recorder_minutes,
+       sum(sessions) AS sessions
+FROM {db}.usage_by_customer_day
+WHERE day >= {month:Date} AND day < addMonths({month:Date}, 1)
+GROUP BY customer_id
+ORDER BY customer_id
+"""
+
+
+def big_query(client: Any, db: str, events: int) -> dict[str, float]:
+    store.migrate(client, db)
+    started = time.perf_counter()
+    step = 1_000_000
+    for start in range(0, events, step):
+        client.command(
+            GENERATE.replace("{db}", db), parameters={"t0": T0_MS, "start": start, "count": min(step, events - start)}
+        )
+    generate_s = time.perf_counter() - started
+    client.command(f"OPTIMIZE TABLE {db}.connection_states FINAL")
+    client.command(f"OPTIMIZE TABLE {db}.session_states FINAL")
+    timings = []
+    result: Any = None
+    for _ in range(3):
+        started = time.perf_counter()
+        result = client.query(MONTHLY.replace("{db}", db), parameters={"month": "2026-01-01"}).result_rows
+        timings.append(time.perf_counter() - started)
+    connections = client.query(f"SELECT count() FROM {db}.connection_states").result_rows[0][0]
+    return {
+        "events": events,
+        "connection_states": connections,
+        "customers_in_result": len(result),
+        "generate_s": round(generate_s, 1),
+        "monthly_per_customer_s_median": round(statistics.median(timings), 3),
+        "monthly_per_customer_s_min": round(min(timings), 3),
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--events", type=int, default=10_000_000)
+    args = parser.parse_args()
+
+    tag = uuid.uuid4().hex[:8]
+    data_dir = Path(tempfile.mkdtemp(prefix="sink-bench-"))
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+        "KAFKA_TOPIC_PARTITIONS": "6",
+        "TOPIC_RAW": f"bench{tag}.raw",
+        "TOPIC_ENRICHED": f"bench{tag}.enriched",
+        "TOPIC_DIMENSIONS": f"bench{tag}.dimensions",
+        "TOPIC_DEADLETTER": f"bench{tag}.deadletter",
+        "SINK_GROUP": f"bench-sink-{tag}",
+        "CLICKHOUSE_URL": f"chdb://{data_dir}",
+        "CLICKHOUSE_DATABASE": f"bench_sink_{tag}",
+        "INSTANCE_ID": f"bench-{tag}",
+    }
+    settings = Settings.from_env(env)
+    await kafka.prepare(settings)
+    values = [enriched(i) for i in range(args.rows)]
+    await produce(settings, values)
+
+    client = store.connect(settings.clickhouse_url)
+    try:
+        direct = baseline(client, f"bench_direct_{tag}", values, settings.sink_batch_rows)
+        sink = await sink_rate(settings, args.rows)
+        query = big_query(client, f"bench_query_{tag}", args.events)
+    finally:
+        client.close()
+
+    results = {
+        "rows": args.rows,
+        "batch_rows": settings.sink_batch_rows,
+        "direct_rows_per_s": round(direct),
+        "sink_rows_per_s": round(sink),
+        "ratio": round(sink / direct, 3),
+        "goal_ratio": 0.7,
+        "query": query,
+        "cpus": os.cpu_count(),
+    }
+    print("| What | Value |\n|---|---|")
+    print(f"| direct bulk insert (clickhouse-connect, JSONEachRow) | {direct:,.0f} rows/s |")
+    print(f"| sink (consume, batch, insert, commit) | {sink:,.0f} rows/s |")
+    print(f"| ratio sink / direct (goal ≥ 0.7) | {sink / direct:.2f} |")
+    print(f"| synthetic events generated | {query['events']:,} ({query['connection_states']:,} connections) |")
+    print(f"| monthly usage per customer, median of 3 | {query['monthly_per_customer_s_median']:.3f} s |")
+    out = Path(__file__).with_name("results-sink.json")
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwritten to {out}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

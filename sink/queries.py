@@ -1,0 +1,506 @@
+"""The canned read queries behind the read API, the report command and the web page.
+
+Pure: each builder turns request parameters (a flat string mapping, as they arrive in a query string)
+into a :class:`Query` — a constant SQL text with ClickHouse `{name:Type}` placeholders plus the bound
+values — and :func:`result` turns the rows into the response document. No text from a request ever
+becomes SQL: the only interpolated name is the database, which comes from the settings and is checked
+to be a plain identifier. Anything wrong with a parameter raises :class:`BadParameter` with a message
+meant for the caller (the API answers it as a 400).
+
+Usage endpoints (`/usage/*`) aggregate connections by the UTC instant they joined (and sessions by the
+instant they started), inside an optional `[from, to)` range; `customer_id: null` is the unresolved
+bucket. Insights endpoints (`/insights/*`) mirror Whereby's Insights API (camelCase fields, opaque
+cursor, `limit` 1–100, `sortBy=field:asc|desc`) with customer and user segmentation added; their
+pages are keyset pages, so rows that arrive between two calls never shift or repeat a page.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import orjson
+
+DEFAULT_LIMIT = 10
+MAX_LIMIT = 100
+# fromUnixTimestamp64Milli bounds for "all time": DateTime64(3) covers 1900..2299.
+ALL_TIME = (0, 10_413_791_999_000)  # 1970-01-01 .. 2299-12-31T23:59:59Z
+INT64_MAX = 2**63 - 1
+
+_DATABASE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class BadParameter(ValueError):
+    """A request parameter is missing, malformed or not allowed; the message is for the caller."""
+
+
+@dataclass(frozen=True)
+class Sort:
+    """One allowed `sortBy` field: its key expressions (the field, then unique tie-breakers) and their types."""
+
+    keys: tuple[str, ...]
+    types: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Paging:
+    """How a paged query continues: the page size and what the next cursor must carry."""
+
+    limit: int
+    sort: str
+    fingerprint: str
+    width: int
+
+
+@dataclass(frozen=True)
+class Query:
+    """A constant SQL text, its bound parameters and, for Insights endpoints, its paging."""
+
+    sql: str
+    params: dict[str, Any] = field(default_factory=dict)
+    paging: Paging | None = None
+
+
+Builder = Callable[[str, Mapping[str, str]], Query]
+
+
+# ------------------------------------------------------------------------------------------ parameters
+
+
+def _db(database: str) -> str:
+    if not _DATABASE_NAME.match(database):
+        raise ValueError(f"database name must be a plain identifier, got {database!r}")
+    return database
+
+
+def check_names(args: Mapping[str, str], allowed: set[str]) -> None:
+    """Reject unknown parameters: a misspelt filter would otherwise silently widen the answer."""
+    unknown = sorted(set(args) - allowed)
+    if unknown:
+        raise BadParameter(f"unknown parameter(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+
+
+def parse_instant(name: str, raw: str) -> int:
+    """An ISO date (`2026-01-01`, midnight UTC) or date-time (UTC unless it has an offset) in epoch ms."""
+    text = raw.strip()
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        else:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+    except ValueError:
+        raise BadParameter(
+            f"{name} must be an ISO date (2026-01-31) or date-time (2026-01-31T12:00:00Z), got {raw!r}"
+        ) from None
+    ms = int(moment.timestamp() * 1000)
+    if not ALL_TIME[0] <= ms <= ALL_TIME[1]:
+        raise BadParameter(f"{name} must be between 1970 and 2299, got {raw!r}")
+    return ms
+
+
+def time_range(args: Mapping[str, str]) -> tuple[int, int]:
+    """(from_ms, to_ms) from `from` (inclusive) and `to` (exclusive); an absent bound means all time."""
+    low = parse_instant("from", args["from"]) if args.get("from") else ALL_TIME[0]
+    high = parse_instant("to", args["to"]) if args.get("to") else ALL_TIME[1]
+    if low >= high:
+        raise BadParameter("from must be before to")
+    return low, high
+
+
+def parse_limit(args: Mapping[str, str]) -> int:
+    """`limit`: a whole number 1–100, 10 when absent (as Whereby's Insights API)."""
+    raw = args.get("limit", "")
+    if raw == "":
+        return DEFAULT_LIMIT
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise BadParameter(f"limit must be a whole number from 1 to {MAX_LIMIT}, got {raw!r}")
+    return int(raw)
+
+
+def customer_filter(args: Mapping[str, str], params: dict[str, Any]) -> str:
+    """SQL condition for `customer_id=` (one customer) or `unresolved=true` (the unresolved bucket)."""
+    unresolved = args.get("unresolved", "")
+    if unresolved not in ("", "true", "false"):
+        raise BadParameter(f"unresolved must be true or false, got {unresolved!r}")
+    customer = args.get("customer_id", "")
+    if unresolved == "true":
+        if customer:
+            raise BadParameter("give either customer_id or unresolved=true, not both")
+        return "customer_id IS NULL"
+    if customer:
+        params["customer_id"] = customer
+        return "customer_id = {customer_id:String}"
+    return "1"
+
+
+def _required(args: Mapping[str, str], name: str) -> str:
+    value = args.get(name, "")
+    if not value:
+        raise BadParameter(f"{name} is required")
+    return value
+
+
+def _room_names(room: str) -> tuple[str, str]:
+    """A room as given and in Whereby's stored form (leading `/`), so both spellings find it."""
+    return room, room if room.startswith("/") else "/" + room
+
+
+# -------------------------------------------------------------------------------------------- cursors
+
+
+def _fingerprint(path: str, filters: Mapping[str, str]) -> str:
+    canonical = orjson.dumps([path, sorted(filters.items())])
+    return hashlib.sha256(canonical).hexdigest()[:16]
+
+
+def encode_cursor(sort: str, fingerprint: str, key: list[Any]) -> str:
+    """An opaque cursor: the last row's sort key, bound to the sort and the filters it was made for."""
+    doc = orjson.dumps({"s": sort, "f": fingerprint, "k": key})
+    return base64.urlsafe_b64encode(doc).decode().rstrip("=")
+
+
+def decode_cursor(raw: str, sort: str, fingerprint: str, sort_spec: Sort) -> list[Any]:
+    """The key a cursor carries; BadParameter if it is not one of ours or belongs to another query."""
+    try:
+        doc = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (binascii.Error, ValueError):
+        raise BadParameter("cursor is not valid: pass back the cursor of the previous page unchanged") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("k"), list):
+        raise BadParameter("cursor is not valid: pass back the cursor of the previous page unchanged")
+    if doc.get("s") != sort or doc.get("f") != fingerprint:
+        raise BadParameter("cursor belongs to another query: keep the filters and sortBy of the first page")
+    key: list[Any] = doc["k"]
+    expected = [int if t == "Int64" else str for t in sort_spec.types]
+    if len(key) != len(expected) or not all(
+        type(v) is kind for v, kind in zip(key, expected, strict=True)  # bool is not an int here
+    ):
+        raise BadParameter("cursor is not valid: pass back the cursor of the previous page unchanged")
+    return key
+
+
+def _paged(
+    path: str,
+    args: Mapping[str, str],
+    filters: Mapping[str, str],
+    *,
+    select: str,
+    source: str,
+    params: dict[str, Any],
+    sorts: Mapping[str, Sort],
+    default_sort: str,
+) -> Query:
+    """A keyset page over `SELECT select FROM source`: sorted by an allowed key, after the cursor's key."""
+    sort_by = args.get("sortBy") or default_sort
+    name, _, direction = sort_by.partition(":")
+    direction = direction or "asc"
+    if name not in sorts or direction not in ("asc", "desc"):
+        raise BadParameter(f"sortBy must be one of {', '.join(sorted(sorts))} with :asc or :desc, got {sort_by!r}")
+    sort_by = f"{name}:{direction}"
+    spec = sorts[name]
+    limit = parse_limit(args)
+    fingerprint = _fingerprint(path, filters)
+    keys = ", ".join(f"{expr} AS _k{i}" for i, expr in enumerate(spec.keys))
+    key_tuple = "tuple(" + ", ".join(f"_k{i}" for i in range(len(spec.keys))) + ")"
+    after = "1"
+    if args.get("cursor"):
+        for i, value in enumerate(decode_cursor(args["cursor"], sort_by, fingerprint, spec)):
+            params[f"_c{i}"] = value
+        bound = ", ".join(f"{{_c{i}:{t}}}" for i, t in enumerate(spec.types))
+        # The comparison operator and direction come from this fixed table, never from the request text.
+        after = f"{key_tuple} {'>' if direction == 'asc' else '<'} tuple({bound})"
+    order = ", ".join(f"_k{i} {direction.upper()}" for i in range(len(spec.keys)))
+    params["_limit"] = limit + 1  # one more than asked tells whether there is a next page
+    sql = (
+        f"SELECT * FROM (SELECT {select}, {keys} FROM {source}) WHERE {after} ORDER BY {order} LIMIT {{_limit:UInt32}}"
+    )
+    return Query(sql, params, Paging(limit, sort_by, fingerprint, len(spec.keys)))
+
+
+# ----------------------------------------------------------------------------------------- usage/*
+
+
+def usage_customers(database: str, args: Mapping[str, str]) -> Query:
+    """Usage per customer in the range; registered customers without usage are listed with zeros."""
+    check_names(args, {"from", "to"})
+    db = _db(database)
+    low, high = time_range(args)
+    sql = f"""
+SELECT
+    customer_id,
+    argMax(customer_name, (kind = 'customer', customer_name IS NOT NULL)) AS customer_name,
+    toUInt64(sumIf(minutes, kind = 'connection' AND role_class = 'human')) AS participant_minutes,
+    toUInt64(sumIf(minutes, kind = 'connection' AND role_class = 'recorder')) AS recorder_minutes,
+    toUInt64(sumIf(minutes, kind = 'connection' AND role_class = 'streamer')) AS streamer_minutes,
+    toUInt64(countIf(kind = 'session')) AS sessions,
+    toUInt64(uniqExactIf(user_id, kind = 'connection' AND user_id IS NOT NULL)) AS unique_users
+FROM (
+    SELECT 'connection' AS kind, customer_id, customer_name, user_id, role_class, ifNull(minutes, 0) AS minutes
+    FROM {db}.connections
+    WHERE joined_at >= fromUnixTimestamp64Milli({{from_ms:Int64}}, 'UTC')
+      AND joined_at < fromUnixTimestamp64Milli({{to_ms:Int64}}, 'UTC')
+    UNION ALL
+    SELECT 'session' AS kind, customer_id, customer_name, CAST(NULL AS Nullable(String)) AS user_id,
+           '' AS role_class, 0 AS minutes
+    FROM {db}.room_sessions
+    WHERE started_at >= fromUnixTimestamp64Milli({{from_ms:Int64}}, 'UTC')
+      AND started_at < fromUnixTimestamp64Milli({{to_ms:Int64}}, 'UTC')
+    UNION ALL
+    SELECT 'customer' AS kind, CAST(customer_id AS Nullable(String)) AS customer_id, name AS customer_name,
+           CAST(NULL AS Nullable(String)) AS user_id, '' AS role_class, 0 AS minutes
+    FROM {db}.customers
+)
+GROUP BY customer_id
+ORDER BY participant_minutes DESC, customer_id IS NULL, customer_id
+"""
+    return Query(sql, {"from_ms": low, "to_ms": high})
+
+
+def usage_customer_days(database: str, args: Mapping[str, str]) -> Query:
+    """Participant minutes per customer per UTC day (the page's chart), days with usage only."""
+    check_names(args, {"from", "to", "customer_id", "unresolved"})
+    db = _db(database)
+    low, high = time_range(args)
+    params: dict[str, Any] = {"from_ms": low, "to_ms": high}
+    customer = customer_filter(args, params)
+    sql = f"""
+SELECT
+    toString(toDate(assumeNotNull(joined_at))) AS day,
+    customer_id,
+    argMax(customer_name, customer_name IS NOT NULL) AS customer_name,
+    toUInt64(sumIf(ifNull(minutes, 0), role_class = 'human')) AS participant_minutes
+FROM {db}.connections
+WHERE joined_at >= fromUnixTimestamp64Milli({{from_ms:Int64}}, 'UTC')
+  AND joined_at < fromUnixTimestamp64Milli({{to_ms:Int64}}, 'UTC')
+  AND {customer}
+GROUP BY day, customer_id
+ORDER BY day, customer_id IS NULL, customer_id
+"""
+    return Query(sql, params)
+
+
+def usage_users(database: str, args: Mapping[str, str]) -> Query:
+    """Usage per user (per customer) in the range; connections without a known user form their own row."""
+    check_names(args, {"from", "to", "customer_id", "unresolved"})
+    db = _db(database)
+    low, high = time_range(args)
+    params: dict[str, Any] = {"from_ms": low, "to_ms": high}
+    customer = customer_filter(args, params)
+    sql = f"""
+SELECT
+    external_id,
+    user_id,
+    customer_id,
+    argMax(customer_name, customer_name IS NOT NULL) AS customer_name,
+    toUInt64(sumIf(ifNull(minutes, 0), role_class = 'human')) AS participant_minutes,
+    toUInt64(uniqExact(room_session_id)) AS sessions
+FROM {db}.connections
+WHERE joined_at >= fromUnixTimestamp64Milli({{from_ms:Int64}}, 'UTC')
+  AND joined_at < fromUnixTimestamp64Milli({{to_ms:Int64}}, 'UTC')
+  AND {customer}
+GROUP BY customer_id, user_id, external_id
+ORDER BY participant_minutes DESC, customer_id IS NULL, customer_id, user_id IS NULL, user_id, external_id
+"""
+    return Query(sql, params)
+
+
+def usage_rooms(database: str, args: Mapping[str, str]) -> Query:
+    """Usage per room (and customer) in the range."""
+    check_names(args, {"from", "to", "customer_id", "unresolved"})
+    db = _db(database)
+    low, high = time_range(args)
+    params: dict[str, Any] = {"from_ms": low, "to_ms": high}
+    customer = customer_filter(args, params)
+    sql = f"""
+SELECT
+    room_name,
+    customer_id,
+    argMax(customer_name, customer_name IS NOT NULL) AS customer_name,
+    toUInt64(sumIf(minutes, kind = 'connection' AND role_class = 'human')) AS participant_minutes,
+    toUInt64(sumIf(minutes, kind = 'connection' AND role_class = 'recorder')) AS recorder_minutes,
+    toUInt64(sumIf(minutes, kind = 'connection' AND role_class = 'streamer')) AS streamer_minutes,
+    toUInt64(countIf(kind = 'session')) AS sessions,
+    toUInt64(uniqExactIf(participant_id, kind = 'connection' AND role_class = 'human')) AS unique_participants
+FROM (
+    SELECT 'connection' AS kind, room_name, customer_id, customer_name, participant_id, role_class,
+           ifNull(minutes, 0) AS minutes
+    FROM {db}.connections
+    WHERE joined_at >= fromUnixTimestamp64Milli({{from_ms:Int64}}, 'UTC')
+      AND joined_at < fromUnixTimestamp64Milli({{to_ms:Int64}}, 'UTC')
+    UNION ALL
+    SELECT 'session' AS kind, room_name, customer_id, customer_name, CAST(NULL AS Nullable(String)) AS participant_id,
+           '' AS role_class, 0 AS minutes
+    FROM {db}.room_sessions
+    WHERE started_at >= fromUnixTimestamp64Milli({{from_ms:Int64}}, 'UTC')
+      AND started_at < fromUnixTimestamp64Milli({{to_ms:Int64}}, 'UTC')
+)
+WHERE {customer}
+GROUP BY room_name, customer_id
+ORDER BY participant_minutes DESC, room_name, customer_id IS NULL, customer_id
+"""
+    return Query(sql, params)
+
+
+# -------------------------------------------------------------------------------------- insights/*
+
+_ROOM_SORTS = {
+    "roomName": Sort(("room_name",), ("String",)),
+    "totalParticipantMinutes": Sort(("toInt64(participant_minutes)", "room_name"), ("Int64", "String")),
+    "totalSessions": Sort(("toInt64(sessions)", "room_name"), ("Int64", "String")),
+    "lastSessionStartedAt": Sort(
+        ("ifNull(toUnixTimestamp64Milli(last_session_started_at), 0)", "room_name"), ("Int64", "String")
+    ),
+}
+
+_SESSION_SORTS = {
+    "startedAt": Sort(("ifNull(toUnixTimestamp64Milli(started_at), 0)", "room_session_id"), ("Int64", "String")),
+    "totalParticipantMinutes": Sort(("toInt64(participant_minutes)", "room_session_id"), ("Int64", "String")),
+}
+
+_PARTICIPANT_TIEBREAK = ("room_name", "participant_id")
+_PARTICIPANT_SORTS = {
+    "joinedAt": Sort(
+        ("ifNull(toUnixTimestamp64Milli(joined_at), 0)", *_PARTICIPANT_TIEBREAK), ("Int64", "String", "String")
+    ),
+    # Open connections have no end yet: they sort after every ended one.
+    "leftAt": Sort(
+        (f"ifNull(toUnixTimestamp64Milli(ended_at), {INT64_MAX})", *_PARTICIPANT_TIEBREAK),
+        ("Int64", "String", "String"),
+    ),
+}
+
+
+def insights_rooms(database: str, args: Mapping[str, str]) -> Query:
+    """Whereby's `GET /insights/rooms`, filtered by room-name prefix and/or customer."""
+    filters_allowed = {"roomNamePrefix", "customer_id", "unresolved"}
+    check_names(args, filters_allowed | {"sortBy", "cursor", "limit"})
+    db = _db(database)
+    params: dict[str, Any] = {}
+    where = [customer_filter(args, params)]
+    if args.get("roomNamePrefix"):
+        params["prefix"], params["prefix_slash"] = _room_names(args["roomNamePrefix"])
+        where.append("(startsWith(room_name, {prefix:String}) OR startsWith(room_name, {prefix_slash:String}))")
+    select = """
+        room_name AS roomName, customer_id AS customerId, customer_name AS customerName,
+        first_session_started_at AS firstSessionStartedAt, last_session_started_at AS lastSessionStartedAt,
+        participant_minutes AS totalParticipantMinutes, recorder_minutes AS totalRecorderMinutes,
+        streamer_minutes AS totalStreamerMinutes, unique_participants AS totalUniqueParticipants,
+        unique_recorders AS totalUniqueRecorders, unique_streamers AS totalUniqueStreamers,
+        unique_users AS totalUniqueUsers, sessions AS totalSessions, open_connections AS openConnections"""
+    return _paged(
+        "/insights/rooms",
+        args,
+        {k: v for k, v in args.items() if k in filters_allowed},
+        select=select,
+        source=f"{db}.rooms WHERE {' AND '.join(where)}",
+        params=params,
+        sorts=_ROOM_SORTS,
+        default_sort="roomName:asc",
+    )
+
+
+def insights_room_sessions(database: str, args: Mapping[str, str]) -> Query:
+    """Whereby's `GET /insights/room-sessions`: the sessions of one room (`roomName` is required)."""
+    filters_allowed = {"roomName", "roomSessionId"}
+    check_names(args, filters_allowed | {"sortBy", "cursor", "limit"})
+    db = _db(database)
+    params: dict[str, Any] = {}
+    params["room"], params["room_slash"] = _room_names(_required(args, "roomName"))
+    where = ["room_name IN ({room:String}, {room_slash:String})"]
+    if args.get("roomSessionId"):
+        params["session"] = args["roomSessionId"]
+        where.append("room_session_id = {session:String}")
+    select = """
+        room_session_id AS roomSessionId, room_name AS roomName, customer_id AS customerId,
+        customer_name AS customerName, started_at AS startedAt, ended_at AS endedAt,
+        participant_minutes AS totalParticipantMinutes, recorder_minutes AS totalRecorderMinutes,
+        streamer_minutes AS totalStreamerMinutes, unique_participants AS totalUniqueParticipants,
+        unique_recorders AS totalUniqueRecorders, unique_streamers AS totalUniqueStreamers,
+        open_connections AS openConnections"""
+    return _paged(
+        "/insights/room-sessions",
+        args,
+        {k: v for k, v in args.items() if k in filters_allowed},
+        select=select,
+        source=f"{db}.room_sessions WHERE {' AND '.join(where)}",
+        params=params,
+        sorts=_SESSION_SORTS,
+        default_sort="startedAt:desc",
+    )
+
+
+def insights_participants(database: str, args: Mapping[str, str]) -> Query:
+    """Whereby's `GET /insights/participants` by `roomSessionId` or `externalId` (or our `userId`)."""
+    filters_allowed = {"roomSessionId", "externalId", "userId"}
+    check_names(args, filters_allowed | {"sortBy", "cursor", "limit"})
+    db = _db(database)
+    if not any(args.get(name) for name in filters_allowed):
+        raise BadParameter("one of roomSessionId, externalId or userId is required")
+    params: dict[str, Any] = {}
+    where = []
+    for name, column in (("roomSessionId", "room_session_id"), ("externalId", "external_id"), ("userId", "user_id")):
+        if args.get(name):
+            params[name] = args[name]
+            where.append(f"{column} = {{{name}:String}}")
+    # Display names are personal data: returned here (as Whereby's Insights do), never logged.
+    select = """
+        room_session_id AS roomSessionId, room_name AS roomName, participant_id AS participantId,
+        user_id AS userId, external_id AS externalId, customer_id AS customerId, customer_name AS customerName,
+        role_name AS roleName, role_class AS roleClass, display_name AS displayName, joined_at AS joinedAt,
+        ended_at AS leftAt, end_source AS endSource, minutes AS minutes, toBool(is_open) AS isOpen"""
+    return _paged(
+        "/insights/participants",
+        args,
+        {k: v for k, v in args.items() if k in filters_allowed},
+        select=select,
+        source=f"{db}.connections WHERE {' AND '.join(where)}",
+        params=params,
+        sorts=_PARTICIPANT_SORTS,
+        default_sort="joinedAt:asc",
+    )
+
+
+ENDPOINTS: dict[str, Builder] = {
+    "/usage/customers": usage_customers,
+    "/usage/customer-days": usage_customer_days,
+    "/usage/users": usage_users,
+    "/usage/rooms": usage_rooms,
+    "/insights/rooms": insights_rooms,
+    "/insights/room-sessions": insights_room_sessions,
+    "/insights/participants": insights_participants,
+}
+
+
+# --------------------------------------------------------------------------------------------- results
+
+
+def _json_value(value: Any) -> Any:
+    """ClickHouse values as JSON: DateTime64 (returned naive, in UTC) as ISO 8601 with `Z`."""
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo is None else value.astimezone(UTC).replace(tzinfo=None)
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def result(query: Query, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The response document: `{"results": [...]}`, plus `cursor` (null on the last page) when paged."""
+    paging = query.paging
+    if paging is None:
+        return {"results": [{k: _json_value(v) for k, v in row.items()} for row in rows]}
+    page = rows[: paging.limit]
+    cursor = None
+    if len(rows) > paging.limit:
+        last = page[-1]
+        cursor = encode_cursor(paging.sort, paging.fingerprint, [last[f"_k{i}"] for i in range(paging.width)])
+    results = [{k: _json_value(v) for k, v in row.items() if not k.startswith("_k")} for row in page]
+    return {"cursor": cursor, "results": results}

@@ -1,0 +1,85 @@
+"""`whereby-pipeline serve-api`: the read API and page on their own, against a ClickHouse server.
+
+In the embedded default the sink serves them (only one process may open a chdb directory), so this
+service refuses `chdb://` with a message saying so. It reads only: it never migrates the schema, and
+at start it checks that the sink's views exist, so a wrong CLICKHOUSE_DATABASE fails at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+from aiohttp import web
+from clickhouse_connect.driver.client import Client
+
+from pipeline.settings import ConfigError, Settings
+from sink import readapi, store
+
+
+class ReadApiService:
+    """Serves :mod:`sink.readapi` over its own ClickHouse client; no background work of its own."""
+
+    name = "read-api"
+
+    def __init__(self, settings: Settings, host: str) -> None:
+        self.settings = settings
+        self.host = host
+        self.client: Client | None = None
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        readapi.check_access(self.host, self.settings.read_api_token, host_variable="--host")
+        if self.settings.clickhouse_url.startswith("chdb://"):
+            raise ConfigError(
+                "serve-api needs a ClickHouse server (CLICKHOUSE_URL=http(s)://...); with the embedded engine "
+                "the sink serves the read API on SINK_PORT"
+            )
+        self.client = await asyncio.to_thread(store.connect, self.settings.clickhouse_url)
+        db = self.settings.clickhouse_database
+        try:
+            await asyncio.to_thread(self.client.query, f"SELECT 1 FROM {db}.rooms LIMIT 0")
+        except Exception:
+            raise ConfigError(
+                f"no usage views in database {db!r}: check CLICKHOUSE_DATABASE, or start the sink once "
+                "(it creates the schema)"
+            ) from None
+
+    async def run(self) -> None:
+        await self._stopping.wait()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self.client is not None:
+            client, self.client = self.client, None
+            await asyncio.to_thread(client.close)
+
+    def ready(self) -> bool:
+        return self.client is not None and not self._stopping.is_set()
+
+    def routes(self) -> list[web.RouteDef]:
+        return readapi.routes(
+            readapi.client_runner(lambda: self.client),
+            self.settings.clickhouse_database,
+            token=self.settings.read_api_token,
+        )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from pipeline.cli import run_service
+
+    return run_service(
+        lambda s: ReadApiService(s, args.host or s.sink_host),
+        lambda s: (args.host or s.sink_host, args.port if args.port is not None else s.sink_port),
+    )
+
+
+def register(sub: Any) -> None:
+    """Add `serve-api` to the `whereby-pipeline` parser."""
+    serve = sub.add_parser(
+        "serve-api", help="serve the read API and usage page against a ClickHouse server (not needed with chdb)"
+    )
+    serve.add_argument("--host", default="", help="address to listen on (default: SINK_HOST, 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port to listen on (default: SINK_PORT, 8082)")
+    serve.set_defaults(handler=_serve)
