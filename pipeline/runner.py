@@ -78,6 +78,11 @@ async def serve(service: Service, host: str, port: int, *, shutdown_timeout_s: f
         with contextlib.suppress(Exception):
             await service.stop()
         return 2
+    except Exception as exc:  # an unexpected start failure: one log line with the cause, not a crash dump
+        log.error(f"{service.name} failed to start: {exc!r}", extra={"service": service.name}, exc_info=True)
+        with contextlib.suppress(Exception):
+            await service.stop()
+        return 1
 
     runner = web.AppRunner(build_app(service), shutdown_timeout=shutdown_timeout_s, access_log=None)
     await runner.setup()
