@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -310,7 +310,7 @@ async def store_outage() -> list[dict[str, Any]]:
     return [sc.result(events, observed, fault="the events table detached for 8 s under load, then attached")]
 
 
-SCENARIOS: dict[str, Callable[[], Awaitable[list[dict[str, Any]]]]] = {
+SCENARIOS: dict[str, Callable[[], Coroutine[Any, Any, list[dict[str, Any]]]]] = {
     "broker_restart": lambda: _standard("broker_restart", broker_restart),
     "kill_enrich": lambda: _standard("kill_enrich", kill_enrich),
     "kill_sink_before_insert": lambda: _standard(
