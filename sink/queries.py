@@ -10,7 +10,7 @@ meant for the caller (the API answers it as a 400).
 Usage endpoints (`/usage/*`) aggregate connections by the UTC instant they joined (and sessions by the
 instant they started), inside an optional `[from, to)` range; `customer_id: null` is the unresolved
 bucket. Insights endpoints (`/insights/*`) mirror Whereby's Insights API (camelCase fields, opaque
-cursor, `limit` 1–100, `sortBy=field:asc|desc`) with customer and user segmentation added; their
+cursor, `limit` 1 to 100, `sortBy=field:asc|desc`) with customer and user segmentation added; their
 pages are keyset pages, so rows that arrive between two calls never shift or repeat a page.
 """
 
@@ -117,7 +117,7 @@ def time_range(args: Mapping[str, str]) -> tuple[int, int]:
 
 
 def parse_limit(args: Mapping[str, str]) -> int:
-    """`limit`: a whole number 1–100, 10 when absent (as Whereby's Insights API)."""
+    """`limit`: a whole number from 1 to 100, 10 when absent (as Whereby's Insights API)."""
     raw = args.get("limit", "")
     if raw == "":
         return DEFAULT_LIMIT
@@ -181,7 +181,8 @@ def decode_cursor(raw: str, sort: str, fingerprint: str, sort_spec: Sort) -> lis
     key: list[Any] = doc["k"]
     expected = [int if t == "Int64" else str for t in sort_spec.types]
     if len(key) != len(expected) or not all(
-        type(v) is kind for v, kind in zip(key, expected, strict=True)  # bool is not an int here
+        type(v) is kind
+        for v, kind in zip(key, expected, strict=True)  # bool is not an int here
     ):
         raise BadParameter("cursor is not valid: pass back the cursor of the previous page unchanged")
     return key

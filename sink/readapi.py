@@ -158,8 +158,7 @@ def _asset_handler(name: str, content_type: str) -> Handler:
 def routes(run: QueryRunner, database: str, *, token: str = "") -> list[web.RouteDef]:
     """The read API (`/usage/*`, `/insights/*`) and the page (`/`, `/static/*`)."""
     data = [
-        web.get(path, _data_handler(path, builder, run, database, token))
-        for path, builder in queries.ENDPOINTS.items()
+        web.get(path, _data_handler(path, builder, run, database, token)) for path, builder in queries.ENDPOINTS.items()
     ]
     page = [web.get(path, _asset_handler(name, kind)) for path, (name, kind) in _ASSETS.items()]
     return [*data, *page]

@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 from clickhouse_connect.driver.client import Client
 
+from pipeline.cli import run_service
 from pipeline.settings import ConfigError, Settings
 from sink import readapi, store
 
@@ -67,8 +68,6 @@ class ReadApiService:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from pipeline.cli import run_service
-
     return run_service(
         lambda s: ReadApiService(s, args.host or s.sink_host),
         lambda s: (args.host or s.sink_host, args.port if args.port is not None else s.sink_port),

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from pipeline.cli import load_settings
 from sink import queries, store
 
 DEFAULT_API = "http://127.0.0.1:8082"
@@ -89,7 +90,9 @@ def request_args(args: argparse.Namespace) -> dict[str, str]:
     return {k: v for k, v in params.items() if v}
 
 
-def fetch_api(api: str, by: str, params: dict[str, str], token: str, *, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+def fetch_api(
+    api: str, by: str, params: dict[str, str], token: str, *, timeout_s: float = 30.0
+) -> list[dict[str, Any]]:
     """The results of `GET <api>/usage/...`; ReportError with the API's own message on a 4xx."""
     url = api.rstrip("/") + ENDPOINT[by] + ("?" + urllib.parse.urlencode(params) if params else "")
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
@@ -149,9 +152,7 @@ def render_table(by: str, rows: Sequence[dict[str, Any]]) -> str:
     widths = [max(len(c.heading), *(len(line[i]) for line in [*body, total])) for i, c in enumerate(columns)]
 
     def line(cells: Sequence[str]) -> str:
-        parts = [
-            cell.rjust(w) if num else cell.ljust(w) for cell, w, num in zip(cells, widths, numeric, strict=True)
-        ]
+        parts = [cell.rjust(w) if num else cell.ljust(w) for cell, w, num in zip(cells, widths, numeric, strict=True)]
         return "  ".join(parts).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
@@ -180,8 +181,6 @@ def render(by: str, rows: Sequence[dict[str, Any]], fmt: str) -> str:
 
 def usage(args: argparse.Namespace) -> int:
     """Run `report usage`; returns the exit code (2 for a usage error, 1 when the source fails)."""
-    from pipeline.cli import load_settings
-
     settings = load_settings()
     try:
         params = request_args(args)
