@@ -80,6 +80,7 @@ class User:
 
 
 MAX_ID_CHARS = 200
+ROOM_CACHE_SIZE = 100_000
 
 
 def _str(doc: dict[str, Any], name: str, *, required: bool = True) -> str | None:
@@ -171,6 +172,9 @@ class DimensionTable:
         self.users: dict[str, User] = {}
         self.prefixes = PrefixIndex()
         self.version = 0
+        # Room name -> resolution. A meeting sends many events for one room, so most lookups hit; any
+        # customer change clears it (prefixes moved), which is rare next to events.
+        self._rooms: dict[str, tuple[str, Customer] | None] = {}
 
     def apply(self, key: bytes | None, value: bytes | None, offset: int) -> None:
         """Apply one record from the dimensions topic; raises DimensionError if it is invalid.
@@ -216,6 +220,7 @@ class DimensionTable:
         """
         for prefix, owner in self.conflicts(customer):
             raise DimensionError(f"prefix {prefix!r} already belongs to customer {owner!r}")
+        self._rooms.clear()
         self.remove_customer(customer.customer_id)
         self.customers[customer.customer_id] = customer
         for prefix in customer.room_name_prefixes:
@@ -225,17 +230,24 @@ class DimensionTable:
         """Forget a customer and release its prefixes (unknown ids are ignored)."""
         old = self.customers.pop(customer_id, None)
         if old is not None:
+            self._rooms.clear()
             for prefix in old.room_name_prefixes:
                 if self.prefixes.owner_of(prefix) == customer_id:
                     self.prefixes.remove(prefix)
 
     def resolve_room(self, room_name: str) -> tuple[str, Customer] | None:
         """(prefix, customer) for the longest registered prefix of `room_name` (leading `/` ignored)."""
+        try:
+            return self._rooms[room_name]
+        except KeyError:
+            pass
         match = self.prefixes.longest_match(room_name.removeprefix("/"))
-        if match is None:
-            return None
-        customer = self.customers.get(match[1])
-        return None if customer is None else (match[0], customer)
+        customer = None if match is None else self.customers.get(match[1])
+        found = None if match is None or customer is None else (match[0], customer)
+        if len(self._rooms) >= ROOM_CACHE_SIZE:
+            self._rooms.clear()  # crude but bounded; refilling costs one trie walk per room
+        self._rooms[room_name] = found
+        return found
 
     def customer_for_room(self, room_name: str) -> Customer | None:
         """The customer owning the longest registered prefix of `room_name` (leading `/` ignored)."""

@@ -25,6 +25,7 @@ CUSTOMER_RESOLUTIONS = ("prefix", "unresolved", "absent")
 USER_RESOLUTIONS = ("external_id", "unresolved", "absent", "invalid")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_NAIVE = datetime(1970, 1, 1)
 _MS = timedelta(milliseconds=1)
 # An invalid externalId is client-controlled text: keep enough to debug, never an unbounded string.
 _MAX_INVALID_EXTERNAL_ID = 64
@@ -52,19 +53,23 @@ def parse_created_at_ms(value: object) -> int:
 
     Raises ValueError for anything that is not a date-time string.
     """
-    if not isinstance(value, str):
+    if value.__class__ is not str:
         raise ValueError("not a string")
-    when = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    text: str = value  # type: ignore[assignment]
+    if text.endswith(("Z", "z")):
+        # Whereby's own form: parse it as naive UTC, skipping the offset machinery (hot path).
+        return (datetime.fromisoformat(text[:-1]) - _EPOCH_NAIVE) // _MS
+    when = datetime.fromisoformat(text)
     if when.tzinfo is None:
-        # Whereby always sends `Z`; a missing offset must not silently become the host's local time.
-        when = when.replace(tzinfo=UTC)
+        # A missing offset must not silently become the host's local time.
+        return (when - _EPOCH_NAIVE) // _MS
     # timedelta floor division is exact; float timestamps can be off by one millisecond.
     return (when - _EPOCH) // _MS
 
 
-def _opt_str(data: dict[str, Any], name: str) -> str | None:
-    value = data.get(name)
-    return value if isinstance(value, str) and value != "" else None
+def _text(value: object) -> str | None:
+    """A non-empty string, or None for null, empty or non-string values."""
+    return value if value.__class__ is str and value else None  # type: ignore[return-value]
 
 
 def _envelope(body: bytes) -> tuple[dict[str, Any], str, str, int, dict[str, Any]]:
@@ -109,30 +114,39 @@ def enrich(
     `VersionClock`); it defaults to `now_ms` for callers that do not care about superseding.
     """
     doc, event_id, event_type, created_at_ms, data = _envelope(body)
-    room_name = _opt_str(data, "roomName") or ""
+    get = data.get
+    room_name = _text(get("roomName")) or ""
 
     match = dims.resolve_room(room_name) if room_name else None
-    prefix, customer = match if match is not None else (None, None)
-    customer_resolution = "prefix" if customer is not None else "unresolved" if room_name else "absent"
+    if match is not None:
+        prefix, customer = match
+        customer_id, customer_name, customer_resolution = customer.customer_id, customer.name, "prefix"
+    else:
+        prefix, customer_id, customer_name = None, None, None
+        customer_resolution = "unresolved" if room_name else "absent"
 
-    external_id = _opt_str(data, "externalId")
+    external_id = _text(get("externalId"))
     user = None
     if external_id is None:
         user_resolution = "absent"
-    elif not EXTERNAL_ID_RE.match(external_id):
-        user_resolution = "invalid"
-        external_id = external_id[:_MAX_INVALID_EXTERNAL_ID]
     else:
+        # Registered ids were validated when loaded, so a hit needs no format check.
         user = dims.users.get(external_id)
-        user_resolution = "external_id" if user else "unresolved"
+        if user is not None:
+            user_resolution = "external_id"
+        elif EXTERNAL_ID_RE.match(external_id):
+            user_resolution = "unresolved"
+        else:
+            user_resolution = "invalid"
+            external_id = external_id[:_MAX_INVALID_EXTERNAL_ID]
 
-    metadata_raw = _opt_str(data, "metadata")
+    metadata_raw = _text(get("metadata"))
     metadata, metadata_form = parse_metadata(metadata_raw)
-    role_name = _opt_str(data, "roleName")
-    num_clients = data.get("numClients")
+    role_name = _text(get("roleName"))
+    num_clients = get("numClients")
     received = headers.get(contract.HEADER_RECEIVED_AT_MS, "")
-    subdomain = _opt_str(data, "subdomain")
-    meeting_id = data.get("meetingId")
+    subdomain = _text(get("subdomain"))
+    meeting_id = get("meetingId")
     event: EnrichedEvent = {
         "event_id": event_id,
         "event_type": event_type,
@@ -142,18 +156,18 @@ def enrich(
         "room_name": room_name,
         "meeting_id": None if meeting_id is None or meeting_id == "" else str(meeting_id),
         "subdomain": subdomain.lower() if subdomain else None,
-        "room_session_id": _opt_str(data, "roomSessionId"),
-        "participant_id": _opt_str(data, "participantId"),
-        "display_name": _opt_str(data, "displayName"),
+        "room_session_id": _text(get("roomSessionId")),
+        "participant_id": _text(get("participantId")),
+        "display_name": _text(get("displayName")),
         "role_name": role_name,
-        "role_class": role_class(role_name),
+        "role_class": None if role_name is None else BOT_ROLES.get(role_name, "human"),
         "external_id": external_id,
         "metadata": metadata,
         "metadata_raw": metadata_raw,
-        "is_dial_in": data.get("isDialIn") is True,
-        "num_clients": num_clients if isinstance(num_clients, int) and not isinstance(num_clients, bool) else None,
-        "customer_id": customer.customer_id if customer else None,
-        "customer_name": customer.name if customer else None,
+        "is_dial_in": get("isDialIn") is True,
+        "num_clients": num_clients if num_clients.__class__ is int else None,
+        "customer_id": customer_id,
+        "customer_name": customer_name,
         "customer_resolution": customer_resolution,
         "user_id": user.user_id if user else None,
         "user_resolution": user_resolution,

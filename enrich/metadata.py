@@ -6,11 +6,14 @@ query-string (`k=v&k2=v2`) in it; anything else is kept raw, never rejected.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from urllib.parse import parse_qsl
 
 import orjson
 
 MAX_METADATA_CHARS = 4096
+# Whereby documented 512 characters; longer values are parsed every time so the cache stays small.
+MAX_CACHED_CHARS = 1024
 
 
 def _scalar(value: object) -> str:
@@ -21,7 +24,18 @@ def _scalar(value: object) -> str:
 
 def parse_metadata(raw: str | None) -> tuple[dict[str, str], str]:
     """Return (attributes, form) where form is `none`, `json`, `query` or `raw`."""
-    if raw is None or not raw.strip():
+    if raw is None:
+        return {}, "none"
+    if len(raw) > MAX_CACHED_CHARS:
+        return _parse.__wrapped__(raw)
+    # A participant sends the same metadata on every event; the parse is cached, the dict copied.
+    attributes, form = _parse(raw)
+    return dict(attributes), form
+
+
+@lru_cache(maxsize=16_384)
+def _parse(raw: str) -> tuple[dict[str, str], str]:
+    if not raw.strip():
         return {}, "none"
     text = raw.strip()[:MAX_METADATA_CHARS]
     if text.startswith("{"):

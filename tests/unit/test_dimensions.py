@@ -139,3 +139,19 @@ def test_key_must_match_the_record_and_have_a_known_kind() -> None:
 
     assert table.customers == {} and table.users == {}
     assert table.version == 8  # rejected records still advance the version: it is the topic position
+
+
+def test_room_resolutions_are_cached_but_follow_every_customer_change() -> None:
+    table = DimensionTable()
+    apply(table, "customer:acme", customer("acme", "acme-"))
+    room = "/acme-labs-3f2b8c1d"
+    assert table.customer_for_room(room).customer_id == "acme"  # type: ignore[union-attr]
+
+    apply(table, "customer:labs", customer("labs", "acme-labs-"))
+    assert table.customer_for_room(room).customer_id == "labs"  # type: ignore[union-attr]
+
+    apply(table, "customer:labs", None)
+    assert table.customer_for_room(room).customer_id == "acme"  # type: ignore[union-attr]
+
+    apply(table, "customer:acme", customer("acme", "other-"))
+    assert table.customer_for_room(room) is None

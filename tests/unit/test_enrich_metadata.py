@@ -34,3 +34,10 @@ def test_overlong_metadata_is_cut_before_parsing() -> None:
 
     assert form == "query"
     assert len(attributes["k"]) == MAX_METADATA_CHARS - 2
+
+
+def test_cached_parses_are_independent_copies() -> None:
+    first, _ = parse_metadata("plan=pro")
+    first["plan"] = "changed"
+
+    assert parse_metadata("plan=pro") == ({"plan": "pro"}, "query")

@@ -1,0 +1,347 @@
+"""Enrich benchmark: the real enrich stage vs. a bare consume→produce passthrough, same broker, same run.
+
+    .venv/bin/python -m bench.enrich_bench [--events 100000] [--rounds 2] [--profile]
+
+Loads 10,000 customers and 100,000 users onto a dimensions topic made for this run, pre-produces the
+same raw events once, then alternates, `--rounds` times: a passthrough (group consumer → producer of
+the unchanged bytes, commit after the acks, same batch size) and the enrich stage (`EnrichService`,
+dimension table loaded, its follower task running). Each run uses a fresh consumer group over the same
+raw records, and is timed from its first polled batch to its last commit. Both run in this process,
+one at a time. Kafka is the broker named by KAFKA_BOOTSTRAP_SERVERS (default 127.0.0.1:9092).
+
+Prints a Markdown table and writes bench/results-enrich.json. Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import json
+import os
+import platform
+import pstats
+import random
+import resource
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from enrich.dimtopic import publish
+from enrich.service import EnrichService
+from pipeline import contract, kafka
+from pipeline.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results-enrich.json"
+GOAL = 0.8
+CUSTOMERS = 10_000
+USERS = 100_000
+BATCH = 2000  # the enrich stage's max records per poll; the passthrough uses the same
+
+
+def bench_settings(tag: str) -> Settings:
+    env = dict(os.environ)
+    env.setdefault("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    env.update(
+        TOPIC_RAW=f"bench-{tag}.raw",
+        TOPIC_ENRICHED=f"bench-{tag}.enriched",
+        TOPIC_DIMENSIONS=f"bench-{tag}.dimensions",
+        TOPIC_DEADLETTER=f"bench-{tag}.deadletter",
+        INSTANCE_ID=f"bench-{tag}",
+    )
+    return Settings.from_env(env)
+
+
+def rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+# ---------------------------------------------------------------- data
+
+
+def dimension_records(rng: random.Random) -> list[tuple[str, bytes | None]]:
+    records: list[tuple[str, bytes | None]] = []
+    for i in range(CUSTOMERS):
+        prefixes = [f"c{i:05d}-"]
+        if i % 10 == 0:
+            prefixes.append(f"c{i:05d}-team-")  # extends its own prefix: longest match must win
+        doc = {"customer_id": f"cust-{i}", "name": f"Customer {i}", "room_name_prefixes": prefixes}
+        records.append((f"customer:cust-{i}", orjson.dumps(doc)))
+    for j in range(USERS):
+        doc = {"external_id": f"user-{j:06d}", "user_id": f"u{j}", "customer_id": f"cust-{rng.randrange(CUSTOMERS)}"}
+        records.append((f"user:user-{j:06d}", orjson.dumps(doc)))
+    return records
+
+
+def raw_events(n: int, rng: random.Random) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+    """(key, body, headers) like ingest writes them: resolved, unresolved, bots, all metadata forms."""
+    out = []
+    rooms = []
+    for _ in range(max(1, n // 20)):
+        roll = rng.random()
+        if roll < 0.8:
+            prefix = f"c{rng.randrange(CUSTOMERS):05d}-"
+        elif roll < 0.85:
+            prefix = f"c{rng.randrange(0, CUSTOMERS, 10):05d}-team-"
+        else:
+            prefix = "zz-unknown-"
+        rooms.append(f"/{prefix}{uuid.UUID(int=rng.getrandbits(128))}")
+    metadata = [None, "plan=pro&seats=12", '{"plan":"enterprise","tier":2}', "just text"]
+    roles = ["visitor"] * 8 + ["host", "recorder"]
+    base = contract.now_ms()
+    for k in range(n):
+        room = rng.choice(rooms)
+        kind = rng.random()
+        if kind < 0.05:
+            etype, data = "room.session.started", {}
+        else:
+            etype = "room.client.joined" if kind < 0.55 else "room.client.left"
+            roll = rng.random()
+            external = (
+                f"user-{rng.randrange(USERS):06d}" if roll < 0.7 else ("nobody-" + str(k) if roll < 0.9 else None)
+            )
+            data = {
+                "participantId": str(uuid.UUID(int=rng.getrandbits(128))),
+                "displayName": "Someone",
+                "metadata": rng.choice(metadata),
+                "externalId": external,
+                "roleName": rng.choice(roles),
+                "numClients": 2,
+                "numClientsByRoleName": {"visitor": 2},
+                "isDialIn": False,
+            }
+        doc = {
+            "id": f"{rng.getrandbits(256):064x}",
+            "apiVersion": "1.0",
+            "createdAt": "2026-01-01T00:00:00.412Z",
+            "type": etype,
+            "data": {
+                "meetingId": "91827364",
+                "roomName": room,
+                "roomSessionId": "0b6c2d4e-8f1a-4c3b-9d5e-7a2b4c6d8e0f",
+                "subdomain": "examplecorp",
+                **data,
+            },
+        }
+        headers = [
+            (contract.HEADER_EVENT_ID, doc["id"].encode()),
+            (contract.HEADER_EVENT_TYPE, etype.encode()),
+            (contract.HEADER_RECEIVED_AT_MS, str(base + k).encode()),
+        ]
+        out.append((room.encode(), orjson.dumps(doc), headers))
+    return out
+
+
+async def produce_raw(settings: Settings, events: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]) -> None:
+    producer = kafka.producer(settings, linger_ms=20)
+    await producer.start()
+    try:
+        for start in range(0, len(events), 20_000):
+            futures = [
+                await producer.send(settings.topic_raw, body, key=key, headers=headers)
+                for key, body, headers in events[start : start + 20_000]
+            ]
+            await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+# ---------------------------------------------------------------- the two contenders
+
+
+async def run_passthrough(settings: Settings, n: int, out_topic: str) -> dict[str, float]:
+    """The ceiling: poll, hand every record unchanged to the producer, await the acks, commit."""
+    producer = kafka.producer(settings)
+    consumer = kafka.consumer(settings, settings.topic_raw, group_id=f"bench-pass-{uuid.uuid4().hex[:8]}")
+    await producer.start()
+    await consumer.start()
+    try:
+        done, started, cpu0 = 0, 0.0, 0.0
+        while done < n:
+            batches = await consumer.getmany(timeout_ms=500, max_records=BATCH)
+            if not batches:
+                continue
+            if not started:
+                started, cpu0 = time.perf_counter(), time.process_time()
+            futures = []
+            for records in batches.values():
+                for record in records:
+                    futures.append(await producer.send(out_topic, record.value, key=record.key))
+                done += sum(1 for _ in records)
+            await asyncio.gather(*futures)
+            await consumer.commit({tp: records[-1].offset + 1 for tp, records in batches.items()})
+        return {"seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu0}
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def run_enrich(settings: Settings, n: int, profile: bool) -> dict[str, float]:
+    """The real stage: dimension table loaded, follower running, process_batch until all are committed."""
+    service_settings = Settings(**{**settings.__dict__, "enrich_group": f"bench-enrich-{uuid.uuid4().hex[:8]}"})
+    service = EnrichService(service_settings)
+    load_started = time.perf_counter()
+    await service.start()
+    load_seconds = time.perf_counter() - load_started
+    follower = asyncio.create_task(service._dims.follow())
+    profiler = cProfile.Profile() if profile else None
+    try:
+        done, started, cpu0 = 0, 0.0, 0.0
+        while done < n:
+            if profiler and started:
+                profiler.enable()
+            handled = await service.process_batch()
+            if profiler:
+                profiler.disable()
+            if handled and not started:
+                started, cpu0 = time.perf_counter(), time.process_time()
+            done += handled
+        result = {
+            "seconds": time.perf_counter() - started,
+            "cpu_seconds": time.process_time() - cpu0,
+            "dimension_load_seconds": load_seconds,
+            "customers": len(service.table.customers),
+            "users": len(service.table.users),
+        }
+    finally:
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
+        await service.stop()
+    if profiler:
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(30)
+        print(text.getvalue(), file=sys.stderr)
+    return result
+
+
+# ---------------------------------------------------------------- main
+
+
+async def main(args: argparse.Namespace) -> int:
+    tag = uuid.uuid4().hex[:8]
+    settings = bench_settings(tag)
+    try:
+        return await measure(args, settings, tag)
+    finally:
+        await delete_topics(settings, f"bench-{tag}.passthrough")
+
+
+async def measure(args: argparse.Namespace, settings: Settings, tag: str) -> int:
+    rng = random.Random(7)
+    await kafka.prepare(settings)
+    rss_start = current_rss_mb()
+    print(f"loading {CUSTOMERS:,} customers and {USERS:,} users ...", file=sys.stderr)
+    await publish(settings, dimension_records(rng))
+    print(f"producing {args.events:,} raw events to {settings.topic_raw} ...", file=sys.stderr)
+    events = raw_events(args.events, rng)
+    await produce_raw(settings, events)
+    del events
+    passthrough_topic = f"bench-{tag}.passthrough"
+    await create_topic(settings, passthrough_topic)
+
+    runs: list[dict[str, Any]] = []
+    for round_no in range(1, args.rounds + 1):
+        for kind in ("passthrough", "enrich"):
+            print(f"round {round_no}: {kind} ...", file=sys.stderr)
+            if kind == "passthrough":
+                result = await run_passthrough(settings, args.events, passthrough_topic)
+            else:
+                result = await run_enrich(settings, args.events, args.profile and round_no == args.rounds)
+            result.update(kind=kind, round=round_no, events_per_s=args.events / result["seconds"])
+            result["rss_mb"] = current_rss_mb()
+            runs.append(result)
+
+    def median(kind: str) -> float:
+        return statistics.median(r["events_per_s"] for r in runs if r["kind"] == kind)
+
+    passthrough, enriched = median("passthrough"), median("enrich")
+    ratio = enriched / passthrough
+    enrich_runs = [r for r in runs if r["kind"] == "enrich"]
+    summary = {
+        "events": args.events,
+        "rounds": args.rounds,
+        "customers": CUSTOMERS,
+        "users": USERS,
+        "passthrough_events_per_s": round(passthrough),
+        "enrich_events_per_s": round(enriched),
+        "ratio": round(ratio, 3),
+        "goal": GOAL,
+        "meets_goal": ratio >= GOAL,
+        "dimension_load_seconds": round(statistics.median(r["dimension_load_seconds"] for r in enrich_runs), 2),
+        "rss_before_mb": round(rss_start, 1),
+        "peak_rss_mb": round(rss_mb(), 1),
+        "broker": settings.kafka_bootstrap_servers,
+        "partitions": settings.topic_partitions,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "runs": [{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()} for r in runs],
+    }
+    print()
+    print(f"Enrich vs. passthrough: {args.events:,} raw events, {CUSTOMERS:,} customers, {USERS:,} users loaded")
+    print()
+    print("| run | round | events/s | seconds | CPU s | RSS MiB |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in runs:
+        print(
+            f"| {r['kind']} | {r['round']} | {r['events_per_s']:,.0f} | {r['seconds']:.2f} | "
+            f"{r['cpu_seconds']:.2f} | {r['rss_mb']:.0f} |"
+        )
+    print()
+    print("| metric | value |")
+    print("|---|---:|")
+    print(f"| passthrough (median) | {passthrough:,.0f} events/s |")
+    print(f"| enrich (median) | {enriched:,.0f} events/s |")
+    print(f"| **ratio** (goal ≥ {GOAL}) | **{ratio:.2f}** |")
+    print(f"| dimension load at start | {summary['dimension_load_seconds']} s |")
+    print(f"| RSS before load → peak | {rss_start:.0f} → {rss_mb():.0f} MiB |")
+    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"\nwrote {RESULTS.relative_to(REPO)}", file=sys.stderr)
+    return 0
+
+
+async def create_topic(settings: Settings, name: str) -> None:
+    """The passthrough's output topic, shaped like the enriched topic (same partitions and replication)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, settings.topic_partitions, settings.topic_replication_factor)])
+    finally:
+        await admin.close()
+
+
+async def delete_topics(settings: Settings, *extra: str) -> None:
+    """Leave the shared broker as we found it."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        names = [settings.topic_raw, settings.topic_enriched, settings.topic_dimensions, settings.topic_deadletter]
+        await admin.delete_topics([*names, *extra])
+    except Exception as exc:  # best effort: a leftover topic is not worth failing the benchmark for
+        print(f"could not delete the benchmark topics: {exc!r}", file=sys.stderr)
+    finally:
+        await admin.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=100_000, help="raw events per run (default 100000)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating passthrough/enrich rounds (default 2)")
+    parser.add_argument("--profile", action="store_true", help="cProfile the last enrich run (stderr)")
+    sys.exit(asyncio.run(main(parser.parse_args())))
