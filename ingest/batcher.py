@@ -116,15 +116,24 @@ class Batcher:
             self._loop.call_soon(self._hand_over, p)
         await asyncio.shield(batch.done)
 
-    async def drain(self) -> None:
-        """Wait until every record stored so far is acknowledged or failed (for shutdown)."""
-        while self._in_flight or any(self._waiting.values()):
+    async def drain(self, timeout_s: float) -> None:
+        """Hand over what is waiting and wait (at most `timeout_s`) for every batch to be settled.
+
+        For shutdown, after the HTTP server stopped: by then every request has had its answer, so a batch
+        still unacknowledged after the timeout is abandoned (its requests were already told 503).
+        """
+        loop = self._loop
+        deadline = loop.time() + timeout_s
+        while (self._in_flight or any(self._waiting.values())) and loop.time() < deadline:
             for p in list(self._waiting):
                 self._hand_over(p)
             if self._in_flight:
-                await asyncio.wait(list(self._in_flight.values()))
-            else:
-                await asyncio.sleep(0)
+                await asyncio.wait(list(self._in_flight.values()), timeout=max(0.0, deadline - loop.time()))
+        for task in list(self._in_flight.values()):
+            task.cancel()
+        for waiting in self._waiting.values():
+            while waiting:
+                self._settle(waiting.popleft(), StoreError("produce_failed", "shutting down"))
 
     def _new_batch(self, partition: int) -> _Batch:
         batch = _Batch(self._producer.create_batch(), self._loop.create_future())
@@ -144,6 +153,9 @@ class Batcher:
         try:
             delivery = await self._producer.send_batch(batch.builder, self.topic, partition=partition)
             await delivery
+        except asyncio.CancelledError:
+            self._settle(batch, StoreError("produce_failed", "shutting down"))
+            raise
         except Exception as exc:  # every failure means "not stored": the waiting requests answer 503
             self._settle(batch, StoreError("produce_failed", type(exc).__name__))
             self._on_outcome(False, type(exc).__name__)
@@ -152,7 +164,7 @@ class Batcher:
             self._on_outcome(True, "")
         finally:
             del self._in_flight[partition]
-            if self._waiting.get(partition):
+            if self._waiting.get(partition) and not asyncio.current_task().cancelling():  # type: ignore[union-attr]
                 self._hand_over(partition)
 
     def _expire(self, partition: int, batch: _Batch) -> None:

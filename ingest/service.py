@@ -98,7 +98,7 @@ class IngestService:
         self._stopped.set()
         for batcher in (self._raw, self._deadletter):
             if batcher is not None:
-                await batcher.drain()
+                await batcher.drain(self.settings.produce_timeout_s)
         if self._producer is not None:
             producer, self._producer = self._producer, None
             await producer.stop()  # flushes whatever is still buffered

@@ -183,3 +183,26 @@ async def produce_raw(
         return [(m.partition, m.offset) for m in await asyncio.gather(*futures)]
     finally:
         await producer.stop()
+
+
+def signed_headers(raw: bytes, secret: str, *, timestamp: int | None = None) -> dict[str, str]:
+    """Request headers Whereby would send with `raw`: JSON content type and a `Whereby-Signature`."""
+    from ingest import signature
+
+    return {"Content-Type": "application/json", "Whereby-Signature": signature.sign(raw, secret, timestamp)}
+
+
+async def topic_record_count(settings: Settings, topic: str) -> int:
+    """How many records `topic` holds (sum of end offsets): exact at once, no waiting for a timeout.
+
+    Only meaningful for topics written without transactions (no control records), as all of ours are.
+    """
+    consumer = kafka.consumer(settings, group_id=None)
+    await consumer.start()
+    try:
+        tps = await kafka.partitions_of(settings, topic)
+        begin = await consumer.beginning_offsets(tps)
+        end = await consumer.end_offsets(tps)
+        return sum(end[tp] - begin[tp] for tp in tps)
+    finally:
+        await consumer.stop()
