@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-unit lint format kafka kafka-stop topics schema clean
+.PHONY: install run test test-unit lint format kafka kafka-stop topics schema clean tools chromium
 
 # Re-install only when the project's dependencies change.
 $(STAMP): pyproject.toml
@@ -21,9 +21,21 @@ run: install
 	@bash deploy/run.sh
 
 ## test: unit, integration and end-to-end tests against a real broker and the embedded ClickHouse engine
-test: install
+test: install tools
 	@bash deploy/kafka/kafka.sh fetch
 	@$(BIN)/pytest $(PYTEST_ARGS)
+
+## tools: system packages the tests drive (idempotent; each installs only when missing)
+tools: chromium
+
+# Debian's chromium for the usage page test (tests/e2e/test_web_page.py); playwright never downloads a browser.
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "chromium is missing: run 'sudo apt-get install -y chromium' (the page test is skipped without it, fails under CI=true)"; \
+	  fi; }
 
 test-unit: install
 	@$(BIN)/pytest tests/unit $(PYTEST_ARGS)

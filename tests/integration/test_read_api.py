@@ -49,15 +49,15 @@ def seeded(engine: tuple[Client, str]) -> Iterator[tuple[Client, str]]:  # noqa:
 @pytest.fixture
 async def api(seeded: tuple[Client, str]) -> AsyncIterator[Any]:
     client, db = seeded
-    async with TestServer(build_app(_Reader(client, db)), host="127.0.0.1") as server:  # type: ignore[arg-type]
-        async with aiohttp.ClientSession(str(server.make_url(""))) as http:
+    server = TestServer(build_app(_Reader(client, db)), host="127.0.0.1")  # type: ignore[arg-type]
+    async with server, aiohttp.ClientSession(str(server.make_url(""))) as http:
 
-            async def get(path: str, **params: str) -> Any:
-                async with http.get(path, params=params) as response:
-                    assert response.status == 200, await response.text()
-                    return await response.json()
+        async def get(path: str, **params: str) -> Any:
+            async with http.get(path, params=params) as response:
+                assert response.status == 200, await response.text()
+                return await response.json()
 
-            yield get
+        yield get
 
 
 async def test_usage_per_customer_matches_the_hand_computed_meeting_and_keeps_the_unresolved_bucket(api: Any) -> None:

@@ -39,7 +39,7 @@ def test_a_short_token_is_refused() -> None:
 
 async def test_serve_api_refuses_the_embedded_engine_and_an_exposed_host_without_token() -> None:
     exposed = ReadApiService(Settings.from_env({"CLICKHOUSE_URL": "http://127.0.0.1:9"}), "0.0.0.0")
-    with pytest.raises(ConfigError, match="--host=0.0.0.0 exposes the read API"):
+    with pytest.raises(ConfigError, match=r"--host=0\.0\.0\.0 exposes the read API"):
         await exposed.start()
     embedded = ReadApiService(Settings.from_env({"CLICKHOUSE_URL": "chdb:///tmp/x"}), "127.0.0.1")
     with pytest.raises(ConfigError, match="serve-api needs a ClickHouse server"):

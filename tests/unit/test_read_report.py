@@ -88,5 +88,5 @@ def test_request_args_pass_the_range_and_the_customer_filter() -> None:
 
 
 def test_an_unreachable_api_is_a_clear_error() -> None:
-    with pytest.raises(report.ReportError, match="cannot reach the read API at http://127.0.0.1:9"):
+    with pytest.raises(report.ReportError, match=r"cannot reach the read API at http://127\.0\.0\.1:9"):
         report.fetch_api("http://127.0.0.1:9", "customer", {}, "", timeout_s=2)
