@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-unit lint format kafka kafka-stop topics schema clean tools chromium
+.PHONY: install run test test-unit lint format kafka kafka-stop topics schema clean tools chromium promtool up down
 
 # Re-install only when the project's dependencies change.
 $(STAMP): pyproject.toml
@@ -26,7 +26,7 @@ test: install tools
 	@$(BIN)/pytest $(PYTEST_ARGS)
 
 ## tools: system packages the tests drive (idempotent; each installs only when missing)
-tools: chromium
+tools: chromium promtool
 
 # Debian's chromium for the usage page test (tests/e2e/test_web_page.py); playwright never downloads a browser.
 chromium:
@@ -36,6 +36,22 @@ chromium:
 	  else \
 	    echo "chromium is missing: run 'sudo apt-get install -y chromium' (the page test is skipped without it, fails under CI=true)"; \
 	  fi; }
+
+# Debian's prometheus package brings promtool, for the alert rule tests (tests/unit/test_deploy_prometheus.py).
+promtool:
+	@command -v promtool >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else \
+	    echo "promtool is missing: run 'sudo apt-get install -y prometheus' (the rule tests are skipped without it, fail under CI=true)"; \
+	  fi; }
+
+## up / down: the full stack in Docker (Kafka, ClickHouse, the three stages, Prometheus, Grafana); needs a Docker engine
+up:
+	@bash deploy/compose.sh up
+
+down:
+	@bash deploy/compose.sh down
 
 test-unit: install
 	@$(BIN)/pytest tests/unit $(PYTEST_ARGS)
