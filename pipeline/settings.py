@@ -102,8 +102,6 @@ class Settings:
     sink_port: int
     # Bearer token for the read API and usage page; required when SINK_HOST is not a loopback address.
     read_api_token: str
-    # Bearer token for the read API and usage page; required when SINK_HOST is not a loopback address.
-    read_api_token: str
 
     enrich_group: str
     sink_group: str
@@ -161,7 +159,6 @@ class Settings:
             enrich_port=env.port("ENRICH_PORT", 8081),
             sink_host=env.text("SINK_HOST", "127.0.0.1"),
             sink_port=env.port("SINK_PORT", 8082),
-            read_api_token=env.text("READ_API_TOKEN", ""),
             read_api_token=env.text("READ_API_TOKEN", ""),
             enrich_group=env.text("ENRICH_GROUP", "whereby-enrich"),
             sink_group=env.text("SINK_GROUP", "whereby-sink"),
