@@ -6,6 +6,8 @@ partitions this process no longer owns are removed, so a revoked partition does 
 forever. Partition numbers are a small bounded set, so they are fine as a label.
 
 A stage starts `report_forever(consumer, "enrich")` as a task next to its poll loop and cancels it on stop.
+The consumer must belong to a group (committed offsets are per group): aiokafka raises IllegalOperation
+for a group-less one, and that programming error ends the task instead of being retried.
 """
 
 from __future__ import annotations
