@@ -58,13 +58,17 @@ def test_stages_are_built_here_and_configured(stage: str, tmp_path: Path) -> Non
     assert service["command"] == [stage]
     env = {k: str(v) for k, v in service["environment"].items()}
     assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
-    assert env["CLICKHOUSE_URL"] == "http://clickhouse:8123"
+    if stage == "sink":
+        assert env["CLICKHOUSE_URL"] == "http://clickhouse:8123"
+        assert service["depends_on"]["clickhouse"] == {"condition": "service_healthy"}
     assert env[f"{stage.upper()}_HOST"] == "0.0.0.0"  # reachable by Prometheus from its container
     assert int(env[f"{stage.upper()}_PORT"]) == STAGES[stage]
     assert set(env) <= documented_variables(), set(env) - documented_variables()
     # The secrets Docker mounts under /run/secrets, as files here: the code must accept the result.
     for name, value in env.items():
         if name.endswith("_FILE"):
+            # Docker mounts a service's own secrets only: the file must be one of them.
+            assert value.removeprefix("/run/secrets/") in service.get("secrets", []), f"{stage}: {name}"
             secret = tmp_path / Path(value).name
             secret.write_text("dev-secret\n")
             env[name] = str(secret)
