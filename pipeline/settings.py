@@ -109,6 +109,8 @@ class Settings:
     clickhouse_url: str
     clickhouse_database: str
     clickhouse_cluster: str
+    # Fault injection for `make chaos` only: the sink SIGKILLs itself after an insert, before committing.
+    chaos_sink_crash_after_insert: bool
     sink_batch_rows: int
     sink_batch_bytes: int
     sink_batch_seconds: float
@@ -165,6 +167,7 @@ class Settings:
             clickhouse_url=clickhouse_url,
             clickhouse_database=env.text("CLICKHOUSE_DATABASE", "whereby"),
             clickhouse_cluster=env.text("CLICKHOUSE_CLUSTER", ""),
+            chaos_sink_crash_after_insert=env.text("CHAOS_SINK_CRASH_AFTER_INSERT", "") == "1",
             sink_batch_rows=env.integer("SINK_BATCH_ROWS", 10_000, low=1),
             sink_batch_bytes=env.integer("SINK_BATCH_BYTES", 16 * 1024 * 1024, low=1024),
             sink_batch_seconds=env.number("SINK_BATCH_SECONDS", 1.0),

@@ -82,9 +82,9 @@ class Stack:
     def url(self, stage: str, path: str = "") -> str:
         return f"http://127.0.0.1:{self.ports[stage]}{path}"
 
-    def start(self, stage: str, *, timeout_s: float = 60.0) -> None:
+    def start(self, stage: str, *, timeout_s: float = 60.0, extra_env: dict[str, str] | None = None) -> None:
         """Start one stage and wait until its /readyz answers 200."""
-        env = {**os.environ, **self.env}
+        env = {**os.environ, **self.env, **(extra_env or {})}
         log = open(self.log_dir / f"{stage}.log", "ab")  # noqa: SIM115 - owned by the child process
         proc = subprocess.Popen([sys.executable, "-m", "pipeline", stage], env=env, stdout=log, stderr=log, cwd=REPO)
         self.procs[stage] = proc
