@@ -12,7 +12,7 @@ from sink.service import SinkService
 
 def _schema(_: argparse.Namespace) -> int:
     settings = load_settings()
-    client = store.connect(settings.clickhouse_url)
+    client = store.connect(settings.clickhouse_url, settings.clickhouse_access)
     try:
         applied = store.migrate(client, settings.clickhouse_database)
     finally:

@@ -37,7 +37,9 @@ class ReadApiService:
                 "serve-api needs a ClickHouse server (CLICKHOUSE_URL=http(s)://...); with the embedded engine "
                 "the sink serves the read API on SINK_PORT"
             )
-        self.client = await asyncio.to_thread(store.connect, self.settings.clickhouse_url)
+        self.client = await asyncio.to_thread(
+            store.connect, self.settings.clickhouse_url, self.settings.clickhouse_access
+        )
         db = self.settings.clickhouse_database
         try:
             await asyncio.to_thread(self.client.query, f"SELECT 1 FROM {db}.rooms LIMIT 0")

@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from clickhouse_connect.driver.client import Client
 
-from pipeline import contract, kafka
+from pipeline import contract, kafka, lag
 from pipeline.settings import Settings
 from sink import metrics, readapi, store
 from sink.batch import Batch, DeadLetter, Limits, Record
@@ -86,7 +86,9 @@ class SinkService:
 
     async def start(self) -> None:
         readapi.check_access(self.settings.sink_host, self.settings.read_api_token)
-        self.client = await asyncio.to_thread(store.connect, self.settings.clickhouse_url)
+        self.client = await asyncio.to_thread(
+            store.connect, self.settings.clickhouse_url, self.settings.clickhouse_access
+        )
         cluster = self.settings.clickhouse_cluster
         await asyncio.to_thread(store.migrate, self.client, self.db, cluster)
         self._writer = ClickHouseWriter(self.client, self.db, cluster=bool(cluster))
@@ -112,11 +114,17 @@ class SinkService:
 
     async def run(self) -> None:
         self._run_finished = finished = asyncio.Event()
+        assert self._consumer is not None
+        lag_reporter = asyncio.create_task(
+            lag.report_forever(self._consumer, "sink", interval_s=self.settings.lag_interval_s), name="sink-lag"
+        )
         try:
             while not self._stopping.is_set():
                 await self.poll_once()
             await self.flush(timeout_s=STOP_TIMEOUT_S)
         finally:
+            lag_reporter.cancel()
+            await asyncio.gather(lag_reporter, return_exceptions=True)
             finished.set()
 
     async def poll_once(self) -> None:

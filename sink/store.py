@@ -20,6 +20,7 @@ from typing import Any
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
+from pipeline.security import ClickHouseAccess
 from pipeline.settings import ConfigError
 from sink.cluster import SHARD_HINT, ClusterRewriter
 
@@ -43,12 +44,15 @@ ORDER BY version
 """
 
 
-def connect(url: str) -> Client:
-    """Open a client for `url`; raises ConfigError with what to fix if it cannot."""
+def connect(url: str, access: ClickHouseAccess | None = None) -> Client:
+    """Open a client for `url` (with separate credentials and TLS trust from `access`, if given).
+
+    Raises ConfigError with what to fix if it cannot.
+    """
     try:
         if url.startswith("chdb://"):
             Path(url.removeprefix("chdb://")).mkdir(parents=True, exist_ok=True)
-        return clickhouse_connect.get_client(dsn=url)
+        return clickhouse_connect.get_client(**(access or ClickHouseAccess()).connect_kwargs(url))
     except Exception as exc:
         raise ConfigError(f"cannot open ClickHouse at {_redact(url)}: {exc}; check CLICKHOUSE_URL") from None
 
