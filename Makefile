@@ -4,7 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-unit lint format kafka kafka-stop topics schema clean tools chromium promtool up down
+# bench and chaos are separate from test: they measure and inject faults, they take minutes.
+.PHONY: bench chaos install run test test-unit lint format kafka kafka-stop topics schema clean tools chromium promtool up down
 
 # Re-install only when the project's dependencies change.
 $(STAMP): pyproject.toml
@@ -64,6 +65,16 @@ lint: install
 format: install
 	@$(BIN)/ruff format .
 	@$(BIN)/ruff check --fix .
+
+## bench: throughput ratios vs. same-run baselines, e2e latency at 1k events/s, RSS (bench/results.json + .png)
+bench: install
+	@bash deploy/kafka/kafka.sh fetch
+	@$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+## chaos: fault scenarios on a private broker; writes chaos/report.json, fails if anything is lost or doubled
+chaos: install
+	@bash deploy/kafka/kafka.sh fetch
+	@$(BIN)/python -m chaos.run $(CHAOS_ARGS)
 
 kafka:
 	@bash deploy/kafka/kafka.sh start
