@@ -113,6 +113,29 @@ def enrich(
     `version` becomes `enrichment_version` (the caller passes a strictly increasing value, see
     `VersionClock`); it defaults to `now_ms` for callers that do not care about superseding.
     """
+    return _enrich(
+        body, headers.get(contract.HEADER_RECEIVED_AT_MS), dims, now_ms, now_ms if version is None else version
+    )
+
+
+def enrich_record(
+    body: bytes, received_at_ms: bytes | str | None, dims: DimensionTable, now_ms: int, version: int
+) -> tuple[bytes, str, str, str]:
+    """The stage's hot path: (enriched JSON, customer resolution, user resolution, room name) of one raw
+    record, given the raw `received-at-ms` header value as it came off the wire (bytes or None).
+
+    Same rules and output as `enrich`, without decoding every header or handing a dict back.
+    """
+    event = _enrich(body, received_at_ms, dims, now_ms, version)
+    return _dumps(event), event["customer_resolution"], event["user_resolution"], event["room_name"]
+
+
+_dumps = orjson.dumps
+
+
+def _enrich(
+    body: bytes, received: bytes | str | None, dims: DimensionTable, now_ms: int, version: int
+) -> EnrichedEvent:
     doc, event_id, event_type, created_at_ms, data = _envelope(body)
     get = data.get
     room_name = _text(get("roomName")) or ""
@@ -144,7 +167,6 @@ def enrich(
     metadata, metadata_form = parse_metadata(metadata_raw)
     role_name = _text(get("roleName"))
     num_clients = get("numClients")
-    received = headers.get(contract.HEADER_RECEIVED_AT_MS, "")
     subdomain = _text(get("subdomain"))
     meeting_id = get("meetingId")
     event: EnrichedEvent = {
@@ -152,7 +174,7 @@ def enrich(
         "event_type": event_type,
         "api_version": str(doc.get("apiVersion") or ""),
         "created_at_ms": created_at_ms,
-        "received_at_ms": int(received) if received.isdigit() else now_ms,
+        "received_at_ms": int(received) if received and received.isdigit() else now_ms,
         "room_name": room_name,
         "meeting_id": None if meeting_id is None or meeting_id == "" else str(meeting_id),
         "subdomain": subdomain.lower() if subdomain else None,
@@ -172,7 +194,7 @@ def enrich(
         "user_id": user.user_id if user else None,
         "user_resolution": user_resolution,
         "dimension_version": dims.version,
-        "enrichment_version": now_ms if version is None else version,
+        "enrichment_version": version,
         "enriched_at_ms": now_ms,
         "metadata_form": metadata_form,
         "customer_prefix": prefix,
