@@ -50,18 +50,16 @@ def partition_for(key: bytes | None, partitions: Sequence[int]) -> int:
 
 
 class _Batch:
-    __slots__ = ("builder", "done", "timer")
+    """One batch being filled or in flight, with a future per record's request (not one shared future:
+    a cancelled request must not cancel the others' wait)."""
 
-    def __init__(self, builder: Any, done: asyncio.Future[None]) -> None:
+    __slots__ = ("builder", "settled", "timer", "waiters")
+
+    def __init__(self, builder: Any) -> None:
         self.builder = builder
-        self.done = done
+        self.waiters: list[asyncio.Future[None]] = []
+        self.settled = False
         self.timer: asyncio.TimerHandle | None = None
-
-
-def _retrieve(future: asyncio.Future[None]) -> None:
-    # Mark the outcome as seen even when every waiter has gone, so asyncio does not log it as lost.
-    if not future.cancelled():
-        future.exception()
 
 
 class Batcher:
@@ -114,7 +112,9 @@ class Batcher:
             # Hand over after this turn of the event loop, so requests read together share the batch.
             self._scheduled.add(p)
             self._loop.call_soon(self._hand_over, p)
-        await asyncio.shield(batch.done)
+        waiter = self._loop.create_future()
+        batch.waiters.append(waiter)
+        await waiter
 
     async def drain(self, timeout_s: float) -> None:
         """Hand over what is waiting and wait (at most `timeout_s`) for every batch to be settled.
@@ -136,8 +136,7 @@ class Batcher:
                 self._settle(waiting.popleft(), StoreError("produce_failed", "shutting down"))
 
     def _new_batch(self, partition: int) -> _Batch:
-        batch = _Batch(self._producer.create_batch(), self._loop.create_future())
-        batch.done.add_done_callback(_retrieve)
+        batch = _Batch(self._producer.create_batch())
         batch.timer = self._loop.call_later(self._timeout_s, self._expire, partition, batch)
         return batch
 
@@ -168,7 +167,7 @@ class Batcher:
                 self._hand_over(partition)
 
     def _expire(self, partition: int, batch: _Batch) -> None:
-        if batch.done.done():
+        if batch.settled:
             return
         waiting = self._waiting.get(partition)
         if waiting and batch in waiting:
@@ -180,12 +179,16 @@ class Batcher:
     def _settle(batch: _Batch, error: StoreError | None) -> None:
         if batch.timer is not None:
             batch.timer.cancel()
-        if batch.done.done():
+        if batch.settled:
             return
-        if error is None:
-            batch.done.set_result(None)
-        else:
-            batch.done.set_exception(error)
+        batch.settled = True
+        for waiter in batch.waiters:
+            if waiter.done():  # its request was cancelled (client gone, shutdown): nobody to tell
+                continue
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
 
 
 async def partitions_of(producer: AIOKafkaProducer, topic: str, timeout_s: float) -> set[int]:

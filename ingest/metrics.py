@@ -7,6 +7,9 @@ anything else a sender controls never become a label.
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 # Latency buckets around Whereby's 5 s budget and our 3 s produce timeout.
@@ -50,3 +53,31 @@ BROKER_READY = Gauge(
     "whereby_ingest_broker_ready",
     "1 while the producer can reach the broker (last produce or metadata probe succeeded), else 0.",
 )
+
+
+# Children per label set, looked up once: `labels()` takes a lock and builds a tuple on every call, which
+# shows in the per-request profile. The label sets are bounded, so these caches are too.
+
+
+@functools.cache
+def requests(outcome: str, reason: str) -> Any:
+    """The `requests` counter child for one outcome and reason."""
+    return REQUESTS.labels(outcome, reason)
+
+
+@functools.cache
+def request_duration(outcome: str) -> Any:
+    """The `request_duration` histogram child for one outcome."""
+    return REQUEST_DURATION.labels(outcome)
+
+
+@functools.cache
+def produce_duration(topic: str, result: str) -> Any:
+    """The `produce_duration` histogram child for one topic kind and result."""
+    return PRODUCE_DURATION.labels(topic, result)
+
+
+@functools.cache
+def events(type_label: str) -> Any:
+    """The `events` counter child for one (already bounded) type label."""
+    return EVENTS.labels(type_label)

@@ -51,6 +51,8 @@ class IngestService:
         self._health = readiness.BrokerHealth()
         self._instance = settings.instance_id.encode()
         self._openapi = orjson.dumps(openapi.document(settings, WEBHOOK_PATH))
+        # Read at scrape time: no per-request cost. (The latest service in a process owns the gauge.)
+        metrics.IN_FLIGHT.set_function(lambda: self._in_flight)
 
     async def start(self) -> None:
         """Wait (bounded) for the broker, ensure the topics, start the producer, then accept requests."""
@@ -122,12 +124,10 @@ class IngestService:
         """Answer one webhook request; see the module docstring and `ingest.answers` for the answers."""
         started = time.perf_counter()
         self._in_flight += 1
-        metrics.IN_FLIGHT.inc()
         try:
             answer = await self._answer(request)
         finally:
             self._in_flight -= 1
-            metrics.IN_FLIGHT.dec()
         _observe(answer, started)
         return _respond(answer)
 
@@ -194,7 +194,7 @@ class IngestService:
         if failure is not None:
             log.warning("event not stored", extra={"event_id": env.event_id, "reason": failure})
             return answers.not_stored(failure)
-        metrics.EVENTS.labels(envelope.type_label(env.event_type)).inc()
+        metrics.events(envelope.type_label(env.event_type)).inc()
         return answers.accepted(env.event_id)
 
     async def _dead_letter(
@@ -222,7 +222,7 @@ async def _store(
         failure: str | None = exc.reason
     else:
         failure = None
-    metrics.PRODUCE_DURATION.labels(label, "error" if failure else "ok").observe(time.perf_counter() - started)
+    metrics.produce_duration(label, "error" if failure else "ok").observe(time.perf_counter() - started)
     return failure
 
 
@@ -246,8 +246,8 @@ async def _read_body(request: web.Request, limit: int) -> bytes | Answer:
 
 
 def _observe(answer: Answer, started: float) -> None:
-    metrics.REQUESTS.labels(answer.outcome, answer.reason).inc()
-    metrics.REQUEST_DURATION.labels(answer.outcome).observe(time.perf_counter() - started)
+    metrics.requests(answer.outcome, answer.reason).inc()
+    metrics.request_duration(answer.outcome).observe(time.perf_counter() - started)
 
 
 def _respond(answer: Answer) -> web.Response:

@@ -7,13 +7,13 @@ the header, a `.`, then the raw body bytes. Comparison is constant-time against 
 
 from __future__ import annotations
 
-import hashlib
 import hmac
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-_HEX = frozenset("0123456789abcdef")
+_V1 = re.compile(r"[0-9a-f]{64}")
 
 
 class SignatureError(Exception):
@@ -43,7 +43,7 @@ def parse_header(header: str | None) -> ParsedHeader:
             timestamp = value.strip()
         elif key == "v1":
             sig = value.strip().lower()
-            if len(sig) == 64 and set(sig) <= _HEX:
+            if _V1.fullmatch(sig):
                 signatures.append(sig)
     if timestamp is None or not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
         raise SignatureError("malformed_header", "Whereby-Signature has no valid t=<unix seconds>")
@@ -54,7 +54,7 @@ def parse_header(header: str | None) -> ParsedHeader:
 
 def compute(secret: str, timestamp: str, body: bytes) -> str:
     """Lower-case hex HMAC-SHA256 of `<timestamp>.<body>` keyed by the secret's UTF-8 bytes."""
-    return hmac.new(secret.encode("utf-8"), timestamp.encode("ascii") + b"." + body, hashlib.sha256).hexdigest()
+    return hmac.digest(secret.encode("utf-8"), timestamp.encode("ascii") + b"." + body, "sha256").hex()
 
 
 def sign(body: bytes, secret: str, timestamp: int | None = None) -> str:
