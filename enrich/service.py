@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import gc
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -120,6 +121,10 @@ class EnrichService:
         await self._producer.partitions_for(self.settings.topic_enriched)
         # The whole dimension table is loaded before the first event is read.
         await self._dims.start()
+        # It is long-lived (200k+ objects with 100k users): move it, and everything else alive now, out of
+        # the cyclic GC's reach, so full collections while events stream through stop re-scanning it.
+        gc.collect()
+        gc.freeze()
         self._consumer = kafka.consumer(self.settings, group_id=self.settings.enrich_group)
         self._consumer.subscribe([self.settings.topic_raw], listener=_FinishBatchOnRevoke(self._batch_lock))
         await self._consumer.start()
