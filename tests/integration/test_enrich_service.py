@@ -156,3 +156,45 @@ async def test_restart_resumes_from_committed_offsets_and_loses_nothing(settings
     assert sorted(ids) == sorted(orjson.loads(b)["id"] for b in first + second)
     # Keyed by room name, like the raw topic, so per-room order carries through.
     assert {r.key for r in records} == {orjson.loads(b)["data"]["roomName"].encode() for b in first}
+
+
+async def test_enriched_records_keep_their_raw_partition_and_room_key(settings: Settings) -> None:
+    """Co-partitioned: same partition count, so each record stays on its raw partition, keyed by room."""
+    docs = [joined(f"/room-{i}") for i in range(40)]
+    positions = await produce_raw(settings, [body(d) for d in docs])
+    raw_partition = {d["id"]: partition for d, (partition, _) in zip(docs, positions, strict=True)}
+    assert len(set(raw_partition.values())) > 1  # the rooms spread over several partitions
+
+    async with Running(EnrichService(settings)):
+        records = await read_topic(settings, settings.topic_enriched, expect=len(docs))
+
+    out = {orjson.loads(r.value)["event_id"]: r for r in records if r.value}
+    assert {event_id: r.partition for event_id, r in out.items()} == raw_partition
+    assert all(r.key == orjson.loads(r.value)["room_name"].encode() for r in out.values() if r.value)
+
+
+async def test_different_partition_counts_fall_back_to_the_default_partitioner(
+    kafka_bootstrap: str, clickhouse_url: str
+) -> None:
+    from aiokafka.admin import NewTopic
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from tests.conftest import make_settings
+
+    settings = make_settings(kafka_bootstrap, clickhouse_url)  # 3 partitions per topic ...
+    admin = kafka.admin_client(settings)
+    await admin.start()
+    try:  # ... except the enriched topic, made first with 2
+        await admin.create_topics([NewTopic(settings.topic_enriched, 2, settings.topic_replication_factor)])
+    finally:
+        await admin.close()
+    await kafka.ensure_topics(settings)
+    rooms = [f"/room-{i}" for i in range(30)]
+    await produce_raw(settings, [body(joined(room)) for room in rooms])
+
+    async with Running(EnrichService(settings)):
+        records = await read_topic(settings, settings.topic_enriched, expect=len(rooms))
+
+    partitioner = DefaultPartitioner()
+    assert sorted(r.key for r in records if r.key) == sorted(room.encode() for room in rooms)
+    assert all(r.partition == partitioner(r.key, [0, 1], [0, 1]) for r in records)

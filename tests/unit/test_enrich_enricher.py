@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from enrich.dimensions import DimensionTable
-from enrich.enricher import BadEvent, enrich, parse_created_at_ms, role_class
+from enrich.enricher import BadEvent, enrich, enrich_record, parse_created_at_ms, role_class
 from enrich.versions import VersionClock
 from pipeline import contract
 from tests.support import body, event
@@ -175,3 +175,16 @@ def test_version_clock_is_strictly_increasing_microseconds() -> None:
 
     assert versions == sorted(set(versions))
     assert versions[0] > NOW * 1000  # microseconds, so it outranks millisecond versions written earlier
+
+
+@pytest.mark.parametrize("received", [b"1767258000123", None, b"not-a-number"])
+def test_enrich_record_is_enrich_serialised_with_the_raw_header_value(received: bytes | None) -> None:
+    doc = event("room.client.joined", ROOM, 0, participant="p-1", external_id="ext-ada", metadata='{"a":1}')
+    headers = {} if received is None else {contract.HEADER_RECEIVED_AT_MS: received.decode()}
+    dims = table()
+
+    value, customer, user, room = enrich_record(body(doc), received, dims, NOW, 42)
+
+    assert orjson.loads(value) == enrich(body(doc), headers, dims, now_ms=NOW, version=42)
+    assert (customer, user, room) == ("prefix", "external_id", ROOM)
+    assert orjson.loads(value)["received_at_ms"] == (NOW if received != b"1767258000123" else 1_767_258_000_123)
