@@ -2,7 +2,7 @@
 
     .venv/bin/python -m chaos.run [--only NAME ...]
 
-A private Kafka broker (127.0.0.1:49092, its own data directory) is started for the run, since one
+A private Kafka broker (127.0.0.1:28092, its own data directory) is started for the run, since one
 scenario stops and restarts it. Each scenario runs in its own process (the embedded engine allows one
 data directory per process) with its own topics, groups and database; the stages are real processes
 (`tests.stack.Stack`), restarted by a small supervisor when they die, as Kubernetes would. Load comes
@@ -39,7 +39,8 @@ from tests.stack import KAFKA_SH, REPO, Stack, isolated_env
 
 REPORT = REPO / "chaos" / "report.json"
 LOGS = REPO / "chaos" / "logs"
-BROKER_PORT = 49092
+# Below the ephemeral range (32768+), so no outgoing connection can be holding the port.
+BROKER_PORT = 28092
 SCENARIO_TIMEOUT_S = 300
 
 

@@ -59,7 +59,9 @@ class Whereby:
     async def send(self, events: Iterable[Event], *, bad_signature: bool = False) -> None:
         """Send every event at `rate` per second with bounded concurrency; returns when all are settled."""
         limit = asyncio.Semaphore(self.concurrency)
-        async with aiohttp.ClientSession() as http:
+        # No connection-pool queueing on our side: the semaphore bounds concurrency, and a request
+        # waiting for a pooled connection would time out here without ever reaching the receiver.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
 
             async def one(event: Event) -> None:
                 try:
