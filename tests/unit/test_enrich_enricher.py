@@ -131,6 +131,9 @@ def test_missing_received_at_header_falls_back_to_now() -> None:
         (b'{"type":"room.session.started","createdAt":"2026-01-01T00:00:00Z","data":{}}', "invalid_envelope"),
         (b'{"id":"e","createdAt":"2026-01-01T00:00:00Z","data":{}}', "invalid_envelope"),
         (b'{"id":"e","type":"x","createdAt":"yesterday","data":{}}', "invalid_envelope"),
+        (b'{"id":"e","type":"x","createdAt":"2026-01-01T00:00:00-01:00Z","data":{}}', "invalid_envelope"),
+        (b'{"id":"e","type":"x","createdAt":"2026-01-01T00:00:00.-12Z","data":{}}', "invalid_envelope"),
+        (b'{"id":"e","type":"x","createdAt":"2026-01-01T00:00:60.000Z","data":{}}', "invalid_envelope"),
         (b'{"id":"e","type":"x","createdAt":"2026-01-01T00:00:00Z","data":"nope"}', "invalid_envelope"),
         (b'{"id":"e","type":"room.session.started","createdAt":"2026-01-01T00:00:00Z","data":{}}', "missing_field"),
         (
