@@ -228,6 +228,11 @@ def _paged(
 
 # ----------------------------------------------------------------------------------------- usage/*
 
+# The [from, to) range as the arguments of the parameterised period views (connections_between,
+# sessions_between, usage_by_customer_period): they read only the months of the range (and one on each
+# side), where filtering the all-time views would merge every connection first.
+PERIOD = "from = fromUnixTimestamp64Milli({from_ms:Int64}, 'UTC'), to = fromUnixTimestamp64Milli({to_ms:Int64}, 'UTC')"
+
 
 def usage_customers(database: str, args: Mapping[str, str]) -> Query:
     """Usage per customer in the range; registered customers without usage are listed with zeros."""
@@ -238,25 +243,18 @@ def usage_customers(database: str, args: Mapping[str, str]) -> Query:
 SELECT
     customer_id,
     argMax(customer_name, (kind = 'customer', customer_name IS NOT NULL)) AS customer_name,
-    toUInt64(sumIf(minutes, kind = 'connection' AND role_class = 'human')) AS participant_minutes,
-    toUInt64(sumIf(minutes, kind = 'connection' AND role_class = 'recorder')) AS recorder_minutes,
-    toUInt64(sumIf(minutes, kind = 'connection' AND role_class = 'streamer')) AS streamer_minutes,
-    toUInt64(countIf(kind = 'session')) AS sessions,
-    toUInt64(uniqExactIf(user_id, kind = 'connection' AND user_id IS NOT NULL)) AS unique_users
+    toUInt64(sum(participant_minutes)) AS participant_minutes,
+    toUInt64(sum(recorder_minutes)) AS recorder_minutes,
+    toUInt64(sum(streamer_minutes)) AS streamer_minutes,
+    toUInt64(sum(sessions)) AS sessions,
+    toUInt64(sum(unique_users)) AS unique_users
 FROM (
-    SELECT 'connection' AS kind, customer_id, customer_name, user_id, role_class, ifNull(minutes, 0) AS minutes
-    FROM {db}.connections
-    WHERE joined_at >= fromUnixTimestamp64Milli({{from_ms:Int64}}, 'UTC')
-      AND joined_at < fromUnixTimestamp64Milli({{to_ms:Int64}}, 'UTC')
-    UNION ALL
-    SELECT 'session' AS kind, customer_id, customer_name, CAST(NULL AS Nullable(String)) AS user_id,
-           '' AS role_class, 0 AS minutes
-    FROM {db}.room_sessions
-    WHERE started_at >= fromUnixTimestamp64Milli({{from_ms:Int64}}, 'UTC')
-      AND started_at < fromUnixTimestamp64Milli({{to_ms:Int64}}, 'UTC')
+    SELECT 'usage' AS kind, customer_id, customer_name, participant_minutes, recorder_minutes, streamer_minutes,
+           sessions, unique_users
+    FROM {db}.usage_by_customer_period({PERIOD})
     UNION ALL
     SELECT 'customer' AS kind, CAST(customer_id AS Nullable(String)) AS customer_id, name AS customer_name,
-           CAST(NULL AS Nullable(String)) AS user_id, '' AS role_class, 0 AS minutes
+           0 AS participant_minutes, 0 AS recorder_minutes, 0 AS streamer_minutes, 0 AS sessions, 0 AS unique_users
     FROM {db}.customers
 )
 GROUP BY customer_id
@@ -278,10 +276,8 @@ SELECT
     customer_id,
     argMax(customer_name, customer_name IS NOT NULL) AS customer_name,
     toUInt64(sumIf(ifNull(minutes, 0), role_class = 'human')) AS participant_minutes
-FROM {db}.connections
-WHERE joined_at >= fromUnixTimestamp64Milli({{from_ms:Int64}}, 'UTC')
-  AND joined_at < fromUnixTimestamp64Milli({{to_ms:Int64}}, 'UTC')
-  AND {customer}
+FROM {db}.connections_between({PERIOD})
+WHERE {customer}
 GROUP BY day, customer_id
 ORDER BY day, customer_id IS NULL, customer_id
 """
@@ -303,10 +299,8 @@ SELECT
     argMax(customer_name, customer_name IS NOT NULL) AS customer_name,
     toUInt64(sumIf(ifNull(minutes, 0), role_class = 'human')) AS participant_minutes,
     toUInt64(uniqExact(room_session_id)) AS sessions
-FROM {db}.connections
-WHERE joined_at >= fromUnixTimestamp64Milli({{from_ms:Int64}}, 'UTC')
-  AND joined_at < fromUnixTimestamp64Milli({{to_ms:Int64}}, 'UTC')
-  AND {customer}
+FROM {db}.connections_between({PERIOD})
+WHERE {customer}
 GROUP BY customer_id, user_id, external_id
 ORDER BY participant_minutes DESC, customer_id IS NULL, customer_id, user_id IS NULL, user_id, external_id
 """
@@ -333,15 +327,11 @@ SELECT
 FROM (
     SELECT 'connection' AS kind, room_name, customer_id, customer_name, participant_id, role_class,
            ifNull(minutes, 0) AS minutes
-    FROM {db}.connections
-    WHERE joined_at >= fromUnixTimestamp64Milli({{from_ms:Int64}}, 'UTC')
-      AND joined_at < fromUnixTimestamp64Milli({{to_ms:Int64}}, 'UTC')
+    FROM {db}.connections_between({PERIOD})
     UNION ALL
     SELECT 'session' AS kind, room_name, customer_id, customer_name, CAST(NULL AS Nullable(String)) AS participant_id,
            '' AS role_class, 0 AS minutes
-    FROM {db}.room_sessions
-    WHERE started_at >= fromUnixTimestamp64Milli({{from_ms:Int64}}, 'UTC')
-      AND started_at < fromUnixTimestamp64Milli({{to_ms:Int64}}, 'UTC')
+    FROM {db}.sessions_between({PERIOD})
 )
 WHERE {customer}
 GROUP BY room_name, customer_id
