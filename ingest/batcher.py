@@ -65,20 +65,29 @@ class _Batch:
 class Batcher:
     """Stores records on one topic, batching concurrent ones per partition.
 
+    `producers` are lanes: each partition can have one batch in flight per lane. aiokafka sends one
+    request per broker at a time, so with one lane a record that just missed a batch waits for that
+    batch's whole round trip before its own starts; a second lane lets it go at once. Only requests
+    that overlap in time can be reordered by this, and those had no order to keep; a request sent after
+    another was answered is always written after it.
+
     `on_outcome(ok, why)` is told about every batch (for readiness): True after an acknowledgement,
     False with an exception class name after a failure or timeout.
     """
 
     def __init__(
         self,
-        producer: AIOKafkaProducer,
+        producers: Sequence[AIOKafkaProducer],
         topic: str,
         partitions: Iterable[int],
         *,
         timeout_s: float,
         on_outcome: Callable[[bool, str], None] | None = None,
     ) -> None:
-        self._producer = producer
+        if not producers:
+            raise ValueError("at least one producer is needed")
+        self._producers = tuple(producers)
+        self._producer = self._producers[0]
         self.topic = topic
         self._partitions = tuple(sorted(partitions))
         if not self._partitions:
@@ -86,7 +95,8 @@ class Batcher:
         self._timeout_s = timeout_s
         self._on_outcome = on_outcome or (lambda ok, why: None)
         self._waiting: dict[int, deque[_Batch]] = {}
-        self._in_flight: dict[int, asyncio.Task[None]] = {}
+        self._busy: dict[int, set[int]] = {}  # partition -> lanes with a batch of it in flight
+        self._tasks: set[asyncio.Task[None]] = set()
         self._scheduled: set[int] = set()
         self._loop = asyncio.get_running_loop()
 
@@ -108,7 +118,7 @@ class Batcher:
             waiting.append(batch)
             # A fresh batch takes any one record (the broker enforces its own size limit).
             batch.builder.append(key=key, value=value, timestamp=None, headers=headers)
-        if p not in self._in_flight and p not in self._scheduled:
+        if p not in self._scheduled and len(self._busy.get(p, ())) < len(self._producers):
             # Hand over after this turn of the event loop, so requests read together share the batch.
             self._scheduled.add(p)
             self._loop.call_soon(self._hand_over, p)
@@ -124,12 +134,12 @@ class Batcher:
         """
         loop = self._loop
         deadline = loop.time() + timeout_s
-        while (self._in_flight or any(self._waiting.values())) and loop.time() < deadline:
+        while (self._tasks or any(self._waiting.values())) and loop.time() < deadline:
             for p in list(self._waiting):
                 self._hand_over(p)
-            if self._in_flight:
-                await asyncio.wait(list(self._in_flight.values()), timeout=max(0.0, deadline - loop.time()))
-        for task in list(self._in_flight.values()):
+            if self._tasks:
+                await asyncio.wait(list(self._tasks), timeout=max(0.0, deadline - loop.time()))
+        for task in list(self._tasks):
             task.cancel()
         for waiting in self._waiting.values():
             while waiting:
@@ -143,14 +153,17 @@ class Batcher:
     def _hand_over(self, partition: int) -> None:
         self._scheduled.discard(partition)
         waiting = self._waiting.get(partition)
-        if partition in self._in_flight or not waiting:
-            return
-        batch = waiting.popleft()
-        self._in_flight[partition] = self._loop.create_task(self._send(partition, batch))
+        busy = self._busy.setdefault(partition, set())
+        while waiting and len(busy) < len(self._producers):
+            lane = next(i for i in range(len(self._producers)) if i not in busy)
+            busy.add(lane)
+            task = self._loop.create_task(self._send(partition, lane, waiting.popleft()))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, partition: int, batch: _Batch) -> None:
+    async def _send(self, partition: int, lane: int, batch: _Batch) -> None:
         try:
-            delivery = await self._producer.send_batch(batch.builder, self.topic, partition=partition)
+            delivery = await self._producers[lane].send_batch(batch.builder, self.topic, partition=partition)
             await delivery
         except asyncio.CancelledError:
             self._settle(batch, StoreError("produce_failed", "shutting down"))
@@ -162,7 +175,7 @@ class Batcher:
             self._settle(batch, None)
             self._on_outcome(True, "")
         finally:
-            del self._in_flight[partition]
+            self._busy[partition].discard(lane)
             if self._waiting.get(partition) and not asyncio.current_task().cancelling():  # type: ignore[union-attr]
                 self._hand_over(partition)
 

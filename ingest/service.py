@@ -31,6 +31,8 @@ OPENAPI_PATH = "/openapi.json"
 
 # How often readiness re-checks the broker when no produce has told us anything newer.
 PROBE_INTERVAL_S = 1.0
+# Producers per service: each partition can have this many batches in flight (see ingest.batcher).
+PRODUCER_LANES = 2
 
 
 class IngestService:
@@ -38,11 +40,14 @@ class IngestService:
 
     name = "ingest"
 
-    def __init__(self, settings: Settings, *, probe_interval_s: float = PROBE_INTERVAL_S) -> None:
+    def __init__(
+        self, settings: Settings, *, probe_interval_s: float = PROBE_INTERVAL_S, lanes: int = PRODUCER_LANES
+    ) -> None:
         self.settings = settings
+        self._lanes = lanes
         self._secrets = settings.require_webhook_secrets()
         self._probe_interval_s = probe_interval_s
-        self._producer: AIOKafkaProducer | None = None
+        self._producers: list[AIOKafkaProducer] = []
         self._raw: Batcher | None = None
         self._deadletter: Batcher | None = None
         self._accepting = False
@@ -59,20 +64,23 @@ class IngestService:
         await kafka.prepare(self.settings)
         # No linger: the batcher already groups concurrent requests, and an idle receiver should
         # answer a lone webhook as soon as the broker acknowledged it.
-        self._producer = kafka.producer(self.settings, linger_ms=0)
-        await self._producer.start()
+        for lane in range(self._lanes):
+            client_id = f"whereby-{self.settings.instance_id}-{lane}"
+            producer = kafka.producer(self.settings, linger_ms=0, client_id=client_id)
+            await producer.start()
+            self._producers.append(producer)
         self._raw = await self._batcher(self.settings.topic_raw)
         self._deadletter = await self._batcher(self.settings.topic_deadletter)
         self._health.succeeded()
         self._accepting = True
 
     async def _batcher(self, topic: str) -> Batcher:
-        assert self._producer is not None
-        partitions = await partitions_of(self._producer, topic, self.settings.kafka_connect_timeout_s)
-        if not partitions:
+        timeout_s = self.settings.kafka_connect_timeout_s
+        known = [await partitions_of(producer, topic, timeout_s) for producer in self._producers]
+        if not known[0]:
             raise ConfigError(f"Kafka topic {topic!r} has no partitions; create it with `whereby-pipeline topics`")
         return Batcher(
-            self._producer, topic, partitions, timeout_s=self.settings.produce_timeout_s, on_outcome=self._outcome
+            self._producers, topic, known[0], timeout_s=self.settings.produce_timeout_s, on_outcome=self._outcome
         )
 
     def _outcome(self, ok: bool, why: str) -> None:
@@ -84,9 +92,8 @@ class IngestService:
     async def run(self) -> None:
         """Probe the broker periodically until stopped, so readiness follows real connectivity."""
         while not self._stopped.is_set():
-            producer = self._producer
-            if producer is not None:
-                await readiness.probe(producer, self._health, timeout_s=max(self._probe_interval_s, 1.0))
+            if self._producers:
+                await readiness.probe(self._producers[0], self._health, timeout_s=max(self._probe_interval_s, 1.0))
                 for batcher in (self._raw, self._deadletter):
                     if batcher is not None:
                         batcher.refresh_partitions()
@@ -101,8 +108,8 @@ class IngestService:
         for batcher in (self._raw, self._deadletter):
             if batcher is not None:
                 await batcher.drain(self.settings.produce_timeout_s)
-        if self._producer is not None:
-            producer, self._producer = self._producer, None
+        producers, self._producers = self._producers, []
+        for producer in producers:
             await producer.stop()  # flushes whatever is still buffered
 
     def ready(self) -> bool:
