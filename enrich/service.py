@@ -40,7 +40,7 @@ from enrich.dimensions import DimensionTable
 from enrich.dimtopic import DimensionFollower
 from enrich.enricher import CUSTOMER_RESOLUTIONS, USER_RESOLUTIONS, BadEvent, enrich_record
 from enrich.versions import VersionClock
-from pipeline import contract, kafka
+from pipeline import contract, kafka, lag
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -139,6 +139,10 @@ class EnrichService:
     async def run(self) -> None:
         self._run_finished = finished = asyncio.Event()
         follower = asyncio.create_task(self._dims.follow(), name="enrich-dimensions")
+        assert self._consumer is not None
+        lag_reporter = asyncio.create_task(
+            lag.report_forever(self._consumer, "enrich", interval_s=self.settings.lag_interval_s), name="enrich-lag"
+        )
         try:
             while not self._stopping.is_set():
                 if follower.done():
@@ -146,8 +150,8 @@ class EnrichService:
                 await self.process_batch()
         finally:
             follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
+            lag_reporter.cancel()
+            await asyncio.gather(follower, lag_reporter, return_exceptions=True)
             finished.set()
 
     async def process_batch(self) -> int:
@@ -228,6 +232,17 @@ class EnrichService:
                 except BadEvent as exc:
                     deliveries.append(await self._dead_letter(tp, record, exc))
                     bad[exc.reason] += 1
+                    continue
+                except Exception as exc:
+                    # A bug must not stall the partition: the event becomes a bad row like any other and
+                    # can be replayed once fixed. Only the type is logged: the message may quote user data.
+                    log.error(
+                        f"unexpected {type(exc).__name__} while enriching; dead-lettered",
+                        extra={"partition": tp.partition, "offset": record.offset},
+                    )
+                    internal = BadEvent("internal_error", f"{type(exc).__name__}: {exc}")
+                    deliveries.append(await self._dead_letter(tp, record, internal))
+                    bad[internal.reason] += 1
                     continue
                 resolutions[customer, user] += 1
                 key = record.key

@@ -198,3 +198,59 @@ async def test_different_partition_counts_fall_back_to_the_default_partitioner(
     partitioner = DefaultPartitioner()
     assert sorted(r.key for r in records if r.key) == sorted(room.encode() for room in rooms)
     assert all(r.partition == partitioner(r.key, [0, 1], [0, 1]) for r in records)
+
+
+async def test_an_unexpected_error_dead_letters_the_event_and_the_partition_keeps_moving(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in enrichment for one event must not stall its partition (principle 5)."""
+    import enrich.service as service_module
+
+    room = f"/acme-{uuid.uuid4()}"
+    poisoned, good = joined(room), joined(room)
+    real = service_module.enrich_record
+
+    def enrich_with_a_bug(raw: bytes, *args: Any) -> Any:
+        if poisoned["id"].encode() in raw:
+            raise ZeroDivisionError("a bug that only this event triggers")
+        return real(raw, *args)
+
+    monkeypatch.setattr(service_module, "enrich_record", enrich_with_a_bug)
+    producer = kafka.producer(settings)
+    await producer.start()
+    try:
+        for doc in (poisoned, good):
+            await producer.send_and_wait(settings.topic_raw, body(doc), key=room.encode())
+    finally:
+        await producer.stop()
+
+    async with Running(EnrichService(settings)):
+        enriched = await read_topic(settings, settings.topic_enriched, expect=1)
+        bad = await read_topic(settings, settings.topic_deadletter, expect=1)
+        await wait_for(lambda: _all_committed(settings))
+
+    assert [orjson.loads(r.value)["event_id"] for r in enriched if r.value] == [good["id"]]
+    [row] = [orjson.loads(r.value) for r in bad if r.value]
+    assert (row["stage"], row["reason"]) == ("enrich", "internal_error")
+    assert row["detail"].startswith("ZeroDivisionError")
+    assert contract.bad_row_payload(row) == body(poisoned)
+
+
+async def test_enrich_reports_its_consumer_lag_per_partition(settings: Settings) -> None:
+    import dataclasses
+
+    from pipeline.lag import LAG
+
+    def lag() -> dict[str, float]:
+        return {
+            s.labels["partition"]: s.value
+            for m in LAG.collect()
+            for s in m.samples
+            if s.labels.get("stage") == "enrich" and s.labels.get("topic") == settings.topic_raw
+        }
+
+    await produce_raw(settings, [body(joined(f"/acme-{uuid.uuid4()}")) for _ in range(5)])
+    async with Running(EnrichService(dataclasses.replace(settings, lag_interval_s=0.2))):
+        seen = await wait_for(lambda: (current := lag()) and all(v == 0 for v in current.values()) and current)
+    assert set(seen) == {"0", "1", "2"}
+    assert lag() == {}
