@@ -215,8 +215,9 @@ WITH
     conn AS (
         SELECT
             room_name,
-            argMax(customer_id, dims_version) AS customer_id,
-            argMax(customer_name, dims_version) AS customer_name,
+            -- Wrapped in a tuple: argMax skips NULL values, and "unresolved" (NULL) can be the newest.
+            argMax(tuple(customer_id), dims_version).1 AS customer_id,
+            argMax(tuple(customer_name), dims_version).1 AS customer_name,
             max(dims_version) AS version,
             sumIf(minutes, role_class = 'human') AS participant_minutes,
             sumIf(minutes, role_class = 'recorder') AS recorder_minutes,
@@ -234,8 +235,8 @@ WITH
     sess AS (
         SELECT
             room_name,
-            argMax(if(d[1] = '', NULL, substring(d[1], 2)), v) AS customer_id,
-            argMax(if(d[2] = '', NULL, substring(d[2], 2)), v) AS customer_name,
+            argMax(tuple(if(d[1] = '', NULL, substring(d[1], 2))), v).1 AS customer_id,
+            argMax(tuple(if(d[2] = '', NULL, substring(d[2], 2))), v).1 AS customer_name,
             max(v) AS version,
             min(coalesce(started, first_seen)) AS first_session_started_at,
             max(coalesce(started, first_seen)) AS last_session_started_at,

@@ -250,6 +250,41 @@ def test_a_replay_with_a_new_customer_moves_the_usage(engine: tuple[Client, str]
     assert u["events"] == len(docs)
 
 
+def test_a_replay_that_unregisters_the_customer_moves_the_usage_to_unresolved(engine: tuple[Client, str]) -> None:
+    """NULL is a value here: argMax must not skip it and keep showing the old customer."""
+    client, db = engine
+    room = "/acme-standup"
+    docs = meeting(room, customer="c-old", version=1)
+    write(client, db, records(docs))
+    replayed = [
+        {**d, "customer_id": None, "customer_name": None, "customer_resolution": "unresolved", "enrichment_version": 2}
+        for d in docs
+    ]
+    write(client, db, records(replayed, first_offset=1000))
+
+    u = usage(client, db, room)
+    assert [(d["customer_id"], d["participant_minutes"]) for d in u["by_customer"]] == [(None, 32)]
+    assert u["rooms"][0]["customer_id"] is None
+    assert u["rooms"][0]["customer_name"] is None
+    assert {c["customer_id"] for c in u["connections"]} == {None}
+
+
+def test_a_room_shows_its_newest_customer_even_when_that_is_unresolved(engine: tuple[Client, str]) -> None:
+    """A partial replay (`--from` mid-meeting) re-enriches only the latest events to "unresolved"."""
+    client, db = engine
+    room = "/acme-standup"
+    docs = meeting(room, customer="c-old", version=1)
+    write(client, db, records(docs))
+    latest = sorted(docs, key=lambda d: d["created_at_ms"])[-3:]
+    replayed = [
+        {**d, "customer_id": None, "customer_name": None, "customer_resolution": "unresolved", "enrichment_version": 2}
+        for d in latest
+    ]
+    write(client, db, records(replayed, first_offset=1000))
+    room_row = usage(client, db, room)["rooms"][0]
+    assert (room_row["customer_id"], room_row["customer_name"]) == (None, None)
+
+
 def test_an_older_enrichment_arriving_late_does_not_win(engine: tuple[Client, str]) -> None:
     client, db = engine
     room = "/acme-standup"
