@@ -68,7 +68,7 @@ def collect() -> dict[str, Any]:
         },
         "e2e_lost": e2e["lost"],
         "ingest_latency_ms": {"p50": ingest["ingest"]["p50_ms"], "p99": ingest["ingest"]["p99_ms"]},
-        "monthly_usage_query_s": sink.get("query", {}).get("monthly_per_customer_s_median"),
+        "monthly_usage_query_s": sink.get("query", {}).get("monthly_period_view_s_median"),
         "enrich_bench_peak_rss_mb": enrich.get("peak_rss_mb"),
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "cpus": os.cpu_count(),
