@@ -27,6 +27,7 @@ import collections
 import contextlib
 import gc
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,7 +35,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.partitioner import murmur2
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from enrich.dimensions import DimensionTable
 from enrich.dimtopic import DimensionFollower
@@ -52,6 +53,16 @@ RESOLUTION = Counter(
 DEADLETTERS = Counter("whereby_enrich_deadletter_total", "Bad rows written by enrich, by reason", ["reason"])
 PRODUCE_FAILURES = Counter(
     "whereby_enrich_produce_failures_total", "Batches whose produce was not acknowledged and were retried"
+)
+BATCH_RECORDS = Histogram(
+    "whereby_enrich_batch_records",
+    "Raw records handled per polled batch",
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2000),
+)
+PRODUCE_SECONDS = Histogram(
+    "whereby_enrich_produce_duration_seconds",
+    "From the batch's first send to the last acknowledgement of its enriched and bad rows",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 COMMIT_FAILURES = Counter(
     "whereby_enrich_commit_failures_total", "Batches whose offsets could not be committed after a rebalance"
@@ -169,6 +180,7 @@ class EnrichService:
         resolutions: collections.Counter[tuple[str, str]] = collections.Counter()
         bad: collections.Counter[str] = collections.Counter()
         count = 0
+        started = time.perf_counter()
         try:
             count = await self._enrich_and_send(batches, deliveries, resolutions, bad)
         except KafkaError as exc:  # the producer's buffer stayed full: the broker is not taking records
@@ -183,6 +195,8 @@ class EnrichService:
             return 0
 
         # Counted once per batch, after the acks: per-event label lookups are measurable on the hot path.
+        PRODUCE_SECONDS.observe(time.perf_counter() - started)
+        BATCH_RECORDS.observe(count)
         enriched = sum(resolutions.values())
         EVENTS.labels("enriched").inc(enriched)
         EVENTS.labels("deadletter").inc(count - enriched)

@@ -236,7 +236,7 @@ async def test_an_unexpected_error_dead_letters_the_event_and_the_partition_keep
     assert contract.bad_row_payload(row) == body(poisoned)
 
 
-async def test_enrich_reports_its_consumer_lag_per_partition(settings: Settings) -> None:
+async def test_enrich_reports_lag_batch_sizes_and_produce_latency(settings: Settings) -> None:
     import dataclasses
 
     from pipeline.lag import LAG
@@ -249,8 +249,17 @@ async def test_enrich_reports_its_consumer_lag_per_partition(settings: Settings)
             if s.labels.get("stage") == "enrich" and s.labels.get("topic") == settings.topic_raw
         }
 
+    from enrich.service import BATCH_RECORDS, PRODUCE_SECONDS
+
+    def total(histogram: Any, suffix: str) -> float:
+        return sum(x.value for m in histogram.collect() for x in m.samples if x.name.endswith(suffix))
+
+    records_before, batches_before = total(BATCH_RECORDS, "_sum"), total(PRODUCE_SECONDS, "_count")
     await produce_raw(settings, [body(joined(f"/acme-{uuid.uuid4()}")) for _ in range(5)])
     async with Running(EnrichService(dataclasses.replace(settings, lag_interval_s=0.2))):
         seen = await wait_for(lambda: (current := lag()) and all(v == 0 for v in current.values()) and current)
     assert set(seen) == {"0", "1", "2"}
     assert lag() == {}
+    # Batch size and produce latency are observed once per handled batch.
+    assert total(BATCH_RECORDS, "_sum") - records_before == 5
+    assert total(PRODUCE_SECONDS, "_count") - batches_before >= 1
