@@ -15,7 +15,10 @@
    `usage_by_customer_period(from, to)` (reads the month and its neighbours only), plus the read
    API's `/usage/customers?from&to` query. The two views must agree.
 
-`--query-only` skips the Kafka parts (steps 1 to 3).
+`--query-only` skips the Kafka parts (steps 1 to 3); `--skip-query` skips step 4 (when iterating on the
+sink). `--rounds N` repeats steps 2 and 3 N times on the same topic (each round a fresh database and a
+fresh consumer group), alternating which of the two goes first; it prints each round's ratio and
+reports the median of the per-round ratios (paired ratios cancel most of the drift of a shared machine).
 
 Prints a Markdown table and writes bench/results-sink.json. Not part of the test suite.
 """
@@ -128,6 +131,36 @@ async def sink_rate(settings: Settings, n: int) -> float:
     return n / elapsed
 
 
+def round_settings(env: dict[str, str], tag: str, r: int) -> Settings:
+    """Round `r`'s sink settings: the same topics, a fresh consumer group and a fresh database."""
+    return Settings.from_env(
+        {**env, "SINK_GROUP": f"bench-sink-{tag}-{r}", "CLICKHOUSE_DATABASE": f"bench_sink_{tag}_{r}"}
+    )
+
+
+async def rounds(
+    client: Any, env: dict[str, str], tag: str, values: list[bytes], n_rounds: int
+) -> tuple[list[float], list[float]]:
+    """(direct rows/s, sink rows/s) per round; even rounds run the baseline first, odd ones the sink."""
+    directs, sinks = [], []
+    for r in range(n_rounds):
+        settings = round_settings(env, tag, r)
+        if r % 2 == 0:
+            direct = baseline(client, f"bench_direct_{tag}_{r}", values, settings.sink_batch_rows)
+            sink = await sink_rate(settings, len(values))
+        else:
+            sink = await sink_rate(settings, len(values))
+            direct = baseline(client, f"bench_direct_{tag}_{r}", values, settings.sink_batch_rows)
+        directs.append(direct)
+        sinks.append(sink)
+        print(
+            f"round {r + 1}/{n_rounds}: direct {direct:,.0f} rows/s, sink {sink:,.0f} rows/s, "
+            f"ratio {sink / direct:.3f} (load average {os.getloadavg()[0]:.2f})",
+            flush=True,
+        )
+    return directs, sinks
+
+
 GENERATE = """
 INSERT INTO {db}.events_input
 SELECT
@@ -220,7 +253,11 @@ async def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--query-only", action="store_true", help="only the synthetic-events query part")
+    parser.add_argument("--skip-query", action="store_true", help="skip the synthetic-events query part")
+    parser.add_argument("--rounds", type=int, default=3, help="baseline/sink pairs (alternating order)")
     args = parser.parse_args()
+    if args.query_only and args.skip_query:
+        parser.error("--query-only and --skip-query exclude each other")
 
     tag = uuid.uuid4().hex[:8]
     data_dir = Path(tempfile.mkdtemp(prefix="sink-bench-"))
@@ -231,12 +268,10 @@ async def main() -> None:
         "TOPIC_ENRICHED": f"bench{tag}.enriched",
         "TOPIC_DIMENSIONS": f"bench{tag}.dimensions",
         "TOPIC_DEADLETTER": f"bench{tag}.deadletter",
-        "SINK_GROUP": f"bench-sink-{tag}",
         "CLICKHOUSE_URL": f"chdb://{data_dir}",
-        "CLICKHOUSE_DATABASE": f"bench_sink_{tag}",
         "INSTANCE_ID": f"bench-{tag}",
     }
-    settings = Settings.from_env(env)
+    settings = round_settings(env, tag, 0)
     out = Path(__file__).with_name("results-sink.json")
     results: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
     if not args.query_only:
@@ -245,33 +280,48 @@ async def main() -> None:
         await produce(settings, values)
 
     client = store.connect(settings.clickhouse_url)
+    query: dict[str, Any] | None = None
     try:
         if not args.query_only:
-            direct = baseline(client, f"bench_direct_{tag}", values, settings.sink_batch_rows)
-            sink = await sink_rate(settings, args.rows)
+            load_before = os.getloadavg()[0]
+            directs, sinks = await rounds(client, env, tag, values, args.rounds)
+            ratios = [s / d for s, d in zip(sinks, directs, strict=True)]
             results.update(
                 {
                     "rows": args.rows,
                     "batch_rows": settings.sink_batch_rows,
-                    "direct_rows_per_s": round(direct),
-                    "sink_rows_per_s": round(sink),
-                    "ratio": round(sink / direct, 3),
+                    "rounds": args.rounds,
+                    "direct_rows_per_s": round(statistics.median(directs)),
+                    "sink_rows_per_s": round(statistics.median(sinks)),
+                    "round_ratios": [round(r, 3) for r in ratios],
+                    # The median of the paired per-round ratios, not the ratio of the medians.
+                    "ratio": round(statistics.median(ratios), 3),
                     "goal_ratio": 0.7,
+                    "load_average_1m_before_sink": round(load_before, 2),
                 }
             )
-        query = big_query(client, f"bench_query_{tag}", args.events)
+        if not args.skip_query:
+            query = big_query(client, f"bench_query_{tag}", args.events)
     finally:
         client.close()
 
     # Shared machines: the 1-minute load average says how much else was running.
-    results.update({"query": query, "cpus": os.cpu_count(), "load_average_1m_after": round(os.getloadavg()[0], 2)})
+    results.update({"cpus": os.cpu_count(), "load_average_1m_after": round(os.getloadavg()[0], 2)})
+    if query is not None:
+        results["query"] = query
     print("| What | Value |\n|---|---|")
     if "sink_rows_per_s" in results:
         if args.query_only:
             print("| (the next three rows: kept from the last full run) | |")
         print(f"| direct bulk insert (clickhouse-connect, JSONEachRow) | {results['direct_rows_per_s']:,} rows/s |")
         print(f"| sink (consume, batch, insert, commit) | {results['sink_rows_per_s']:,} rows/s |")
-        print(f"| ratio sink / direct (goal ≥ 0.7) | {results['ratio']:.2f} |")
+        print(f"| ratio sink / direct, median of per-round ratios (goal ≥ 0.7) | {results['ratio']:.2f} |")
+        print(f"| per-round ratios | {', '.join(f'{r:.3f}' for r in results.get('round_ratios', []))} |")
+    print(f"| load average (1 min) after | {results['load_average_1m_after']:.2f} |")
+    if query is None:
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"\nwritten to {out} (query part skipped; its figures are kept from the last full run)")
+        return
     print(f"| synthetic events generated | {query['events']:,} ({query['connection_states']:,} connections) |")
     print(f"| generation (INSERT … SELECT through the MVs) | {query['generate_s']:.1f} s |")
     print(
