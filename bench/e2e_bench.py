@@ -30,7 +30,7 @@ import aiohttp
 import orjson
 
 from ingest import signature
-from tests.stack import REPO, Stack, ensure_local_broker, isolated_env
+from tests.stack import REPO, Stack, isolated_env, local_broker
 
 RESULTS = REPO / "bench" / "results-e2e.json"
 SECRET = "bench-e2e-secret-0123456789abcdef"
@@ -114,8 +114,7 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run(rate: float, duration: float) -> dict[str, Any]:
-    bootstrap = ensure_local_broker()
+def run(rate: float, duration: float, bootstrap: str) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="e2e-bench-"))
     env = isolated_env(
         bootstrap,
@@ -193,7 +192,8 @@ def main() -> None:
     args = parser.parse_args()
     if not (0 < args.rate <= 5000 and 0 < args.duration <= 600):
         sys.exit("e2e_bench: --rate must be in (0, 5000] and --duration in (0, 600]")
-    result = run(args.rate, args.duration)
+    with local_broker() as bootstrap:
+        result = run(args.rate, args.duration, bootstrap)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print("| metric | value |\n|---|---|")
     for key in (

@@ -8,6 +8,7 @@ never sees another run's records.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -17,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,15 +55,25 @@ def isolated_env(kafka_bootstrap: str, clickhouse_url: str, **overrides: str) ->
     return env
 
 
-def ensure_local_broker(port: int = 9092, data_dir: Path | None = None) -> str:
-    """KAFKA_BOOTSTRAP_SERVERS if set, else the local broker from deploy/kafka (started if needed)."""
+@contextlib.contextmanager
+def local_broker(port: int = 9092, data_dir: Path | None = None) -> Iterator[str]:
+    """KAFKA_BOOTSTRAP_SERVERS if set, else the local broker from deploy/kafka on `port`.
+
+    A broker started here is stopped on exit; one that was already running is left alone.
+    """
     configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if configured:
-        return configured
+        yield configured
+        return
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
     env.update(KAFKA_PORT=str(port), KAFKA_DATA_DIR=str(data_dir or REPO / ".data" / "kafka"))
+    running = subprocess.run(["bash", str(KAFKA_SH), "status"], env=env, capture_output=True).returncode == 0
     subprocess.run(["bash", str(KAFKA_SH), "start"], env=env, check=True)
-    return f"127.0.0.1:{port}"
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        if not running:
+            subprocess.run(["bash", str(KAFKA_SH), "stop"], env=env, check=False)
 
 
 class Stack:
