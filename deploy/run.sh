@@ -56,5 +56,6 @@ MSG
 # If any stage exits, stop the rest: a half-running pipeline is worse than a stopped one.
 status=0
 wait -n "${pids[@]}" || status=$?
-# A status above 128 means we were interrupted (Ctrl-C/SIGTERM); anything else is a stage that died.
-((status > 128)) || echo "a stage exited (status $status); stopping the pipeline; see .data/logs/"
+# Above 128: we were interrupted (Ctrl-C/SIGTERM); 0: a stage that drained on that same Ctrl-C.
+# Anything else is a stage that died on its own.
+((status > 128 || status == 0)) || echo "a stage exited (status $status); stopping the pipeline; see .data/logs/"
