@@ -16,9 +16,11 @@ A thin adapter around the pure parts (:mod:`sink.batch`, :mod:`sink.writer`, :mo
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-import dataclasses
+import itertools
 import logging
+import operator
 import os
 import signal
 import time
@@ -32,14 +34,15 @@ from clickhouse_connect.driver.client import Client
 from pipeline import contract, kafka, lag
 from pipeline.settings import Settings
 from sink import metrics, readapi, store
-from sink.batch import Batch, DeadLetter, Limits, Record
+from sink.batch import Batch, DeadLetter, Limits, Record, RecordLike
 from sink.errors import backoff_delay
-from sink.rows import BadRow, event_line
+from sink.rows import BadRow, event_line, single_lines_size
 from sink.writer import ClickHouseWriter, Outcome, RetryLater
 
 log = logging.getLogger(__name__)
 
 REVOKE_TIMEOUT_S = 20.0
+_PARTITION_OF = operator.attrgetter("topic", "partition")
 STOP_TIMEOUT_S = 25.0
 
 
@@ -143,14 +146,29 @@ class SinkService:
         room = max(1, self.limits.rows - self._batch.rows)
         polled = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=room)
         for tp, records in polled.items():
-            for r in records:
-                self._add(Record(tp.topic, tp.partition, r.offset, r.key, r.value))
+            if tp.topic == self.settings.topic_dimensions:
+                for r in records:
+                    self._add(r)
+            else:
+                self._add_events(tp.topic, tp.partition, records)
         self._reap()
         if self._inflight is None and self._batch.due(self.limits, time.monotonic()):
             self._start_flush()
         self._apply_pause()
 
-    def _add(self, record: Record) -> None:
+    def _add_events(self, topic: str, partition: int, records: list[RecordLike]) -> None:
+        """A polled run of enriched records of one partition, in offset order: taken as they are when
+        every one is already a clean JSONEachRow line (the normal case), else record by record."""
+        values = [r.value for r in records]
+        size = single_lines_size(values)
+        if size is not None:
+            self._batch.track_run(topic, partition, records, size)
+            self._batch.events.extend(records)
+            return
+        for r in records:
+            self._add(r)
+
+    def _add(self, record: RecordLike) -> None:
         batch = self._batch
         batch.track(record)
         if record.topic == self.settings.topic_dimensions:
@@ -161,7 +179,9 @@ class SinkService:
         except BadRow as exc:
             batch.dead_letters.append(DeadLetter(record, exc.reason, exc.detail))
             return
-        batch.events.append(record if line is record.value else dataclasses.replace(record, value=line))
+        if line is not record.value:
+            record = Record(record.topic, record.partition, record.offset, record.key, line)
+        batch.events.append(record)
 
     def _start_flush(self) -> None:
         batch, self._batch = self._batch, Batch(started=time.monotonic())
@@ -255,15 +275,17 @@ class SinkService:
             metrics.ROWS.labels(kind, "deadletter").inc()
 
     def _observe(self, batch: Batch, outcome: Outcome) -> None:
-        rejected = {(d.record.topic, d.record.partition, d.record.offset) for d in outcome.rejected}
-        dims = sum(1 for r in batch.dimensions if (r.topic, r.partition, r.offset) not in rejected)
+        dims = len(batch.dimensions)
+        if outcome.rejected:
+            rejected = {(d.record.topic, d.record.partition, d.record.offset) for d in outcome.rejected}
+            dims = sum(1 for r in batch.dimensions if (r.topic, r.partition, r.offset) not in rejected)
         metrics.ROWS.labels("dimension", "inserted").inc(dims)
         metrics.ROWS.labels("event", "inserted").inc(outcome.inserted - dims)
         # Latency is sampled (the newest event of each partition): parsing every row would cost more
-        # than the insert.
-        newest: dict[tuple[str, int], Record] = {}
-        for r in batch.events:
-            newest[(r.topic, r.partition)] = r
+        # than the insert. One Python step per run of a partition's records, not per record.
+        newest: dict[tuple[str, int], RecordLike] = {}
+        for tp, run in itertools.groupby(batch.events, _PARTITION_OF):
+            newest[tp] = collections.deque(run, maxlen=1)[0]
         now = contract.now_ms()
         for r in newest.values():
             with contextlib.suppress(Exception):

@@ -15,13 +15,13 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from sink import metrics
-from sink.batch import Batch, DeadLetter, Record, halves, token
+from sink.batch import Batch, DeadLetter, RecordLike, halves, token
 from sink.errors import Failure, classify
 from sink.rows import CUSTOMER_COLUMNS, CUSTOMERS_TABLE, USER_COLUMNS, USERS_TABLE, BadRow, dimension_row
 
 EVENTS_INPUT = "events_input"
 
-InsertFn = Callable[[Sequence[Record], str], None]
+InsertFn = Callable[[Sequence[RecordLike], str], None]
 
 
 class RetryLater(Exception):
@@ -49,14 +49,14 @@ class Outcome:
     rejected: list[DeadLetter] = field(default_factory=list)
 
 
-def write_split(table: str, records: Sequence[Record], insert: InsertFn) -> Outcome:
+def write_split(table: str, records: Sequence[RecordLike], insert: InsertFn) -> Outcome:
     """Insert `records`; when ClickHouse rejects the data, bisect until each bad record is alone.
 
     Raises RetryLater for a retriable failure (even half-way: the halves already inserted carry
     their own tokens, so the retry does not duplicate them) and FatalInsertError for a fatal one.
     """
     outcome = Outcome()
-    pending: list[Sequence[Record]] = [records] if records else []
+    pending: list[Sequence[RecordLike]] = [records] if records else []
     while pending:
         part = pending.pop()
         try:
@@ -96,8 +96,8 @@ class ClickHouseWriter:
             # Acknowledge only once the Distributed table has written to the shards.
             self.settings["distributed_foreground_insert"] = 1
 
-    def _insert_events(self, records: Sequence[Record], dedup_token: str) -> None:
-        body = b"\n".join(r.value or b"" for r in records)
+    def _insert_events(self, records: Sequence[RecordLike], dedup_token: str) -> None:
+        body = b"\n".join([r.value or b"" for r in records])
         started = time.monotonic()
         self.client.raw_insert(
             f"{self.db}.{EVENTS_INPUT}",
@@ -111,7 +111,7 @@ class ClickHouseWriter:
     def _dimension_insert(self, table: str, rows: dict[int, list[Any]]) -> InsertFn:
         columns = CUSTOMER_COLUMNS if table == CUSTOMERS_TABLE else USER_COLUMNS
 
-        def insert(records: Sequence[Record], dedup_token: str) -> None:
+        def insert(records: Sequence[RecordLike], dedup_token: str) -> None:
             started = time.monotonic()
             self.client.insert(
                 f"{self.db}.{table}",
@@ -126,7 +126,7 @@ class ClickHouseWriter:
     def write(self, batch: Batch) -> Outcome:
         """Insert everything of `batch` (blocking); returns what was inserted and what was rejected."""
         total = Outcome()
-        by_table: dict[str, list[Record]] = {CUSTOMERS_TABLE: [], USERS_TABLE: []}
+        by_table: dict[str, list[RecordLike]] = {CUSTOMERS_TABLE: [], USERS_TABLE: []}
         rows: dict[str, dict[int, list[Any]]] = {CUSTOMERS_TABLE: {}, USERS_TABLE: {}}
         for record in batch.dimensions:
             try:

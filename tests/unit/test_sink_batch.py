@@ -50,3 +50,21 @@ def test_halves_are_contiguous_and_cover_everything() -> None:
     records = [rec(0, i) for i in range(5)]
     left, right = halves(records)
     assert [*left, *right] == records and len(left) == 2
+
+
+def test_tracking_a_run_is_tracking_each_of_its_records() -> None:
+    run = [rec(3, o, b"v" * o) for o in range(10, 15)]
+    one_by_one, at_once = Batch(started=0), Batch(started=0)
+    for r in run:
+        one_by_one.track(r)
+    at_once.track_run("t", 3, run, sum(len(r.value or b"") for r in run))
+    assert (at_once.next_offsets, at_once.rows, at_once.bytes) == (
+        one_by_one.next_offsets,
+        one_by_one.rows,
+        one_by_one.bytes,
+    )
+
+
+def test_the_token_of_interleaved_partitions_covers_each_partitions_whole_range() -> None:
+    records = [rec(0, 5), rec(0, 6), rec(1, 9), rec(0, 4), rec(1, 8), rec(0, 7)]
+    assert token("events", records) == "events|6|t:0:4-7,t:1:8-9"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from sink.rows import CUSTOMERS_TABLE, USERS_TABLE, BadRow, dimension_row, event_line
+from sink.rows import CUSTOMERS_TABLE, USERS_TABLE, BadRow, dimension_row, event_line, single_lines_size
 
 
 def test_a_compact_record_is_inserted_as_is() -> None:
@@ -49,3 +49,12 @@ def test_invalid_dimension_records_are_refused(key: bytes, value: bytes) -> None
     with pytest.raises(BadRow) as info:
         dimension_row(key, value, 1)
     assert info.value.reason == "invalid_dimension"
+
+
+def test_the_bulk_check_accepts_a_run_only_when_every_line_would_be_kept_as_it_is() -> None:
+    clean = [b'{"a":1}', b'{"b": 2}', b"x" * 700]
+    assert single_lines_size(clean) == sum(map(len, clean))
+    assert all(event_line(v) is v for v in clean)
+    for bad in (None, b"", b" \t ", b'{"a":\n1}', b'{"a":1}\r', b"\n"):
+        assert single_lines_size([*clean, bad]) is None
+    assert single_lines_size([]) is None  # nothing to take
