@@ -236,6 +236,7 @@ async def _store(
 async def _read_body(request: web.Request, limit: int) -> bytes | Answer:
     """Read at most `limit` bytes; one byte more means 413 and the rest is never read."""
     stream = request.content
+    declared = request.content_length  # already checked against `limit`; None when chunked
     chunks: list[bytes] = []
     size = 0
     try:
@@ -247,6 +248,8 @@ async def _read_body(request: web.Request, limit: int) -> bytes | Answer:
             size += len(chunk)
             if size > limit:
                 return answers.payload_too_large(limit, declared=False)
+            if size == declared:
+                break  # aiohttp never delivers more than the declared length: no need to wait for EOF
     except (HttpProcessingError, ConnectionError):
         return answers.incomplete_body()
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
