@@ -3,9 +3,11 @@
 Why: aiokafka's `send()` costs tens of microseconds per record (metadata check, a pure-Python murmur2,
 a future per record) and a per-request timeout adds a timer per record. At webhook rates that work,
 not the broker, bounded the receiver (see bench/ingest_bench.py). Here a request appends its record to
-the open batch of its partition (a C-level append) and waits for that batch's acknowledgement. One
-batch per partition is with the producer at a time; the next one fills while it is in flight, so
-batches grow with load and shrink to a single record when idle, with no linger.
+the open batch of its partition (a C-level append) and waits for that batch's acknowledgement. A
+producer ("lane") that has nothing in flight takes the oldest waiting batch of every partition at once,
+so they travel in one produce request; the next batches fill while it is in flight. Batches grow with
+load and shrink to a single record when idle, with no linger, and the broker handles few, large
+requests instead of one per partition per round trip.
 
 The guarantees are the producer's (idempotent, acks=all): a record counts as stored only when its
 batch was acknowledged. A batch that is not acknowledged within the timeout fails every record in it,
@@ -65,11 +67,14 @@ class _Batch:
 class Batcher:
     """Stores records on one topic, batching concurrent ones per partition.
 
-    `producers` are lanes: each partition can have one batch in flight per lane. aiokafka sends one
-    request per broker at a time, so with one lane a record that just missed a batch waits for that
-    batch's whole round trip before its own starts; a second lane lets it go at once. Only requests
-    that overlap in time can be reordered by this, and those had no order to keep; a request sent after
-    another was answered is always written after it.
+    `producers` are lanes. aiokafka sends one request per broker at a time, so a lane is either idle or
+    has exactly one "flight" out: the oldest waiting batch of every partition, handed over together so
+    they share one produce request. With one lane a record that just missed a flight waits for that
+    flight's whole round trip before its own starts; a second lane lets it go at once. (Handing a
+    partition's batch to a lane that is busy with other partitions would queue it behind that lane's
+    request while another lane sits idle.) Only requests that overlap in time can be reordered by
+    the lanes, and those had no order to keep; a request sent after another was answered is always
+    written after it.
 
     `on_outcome(ok, why)` is told about every batch (for readiness): True after an acknowledgement,
     False with an exception class name after a failure or timeout.
@@ -95,9 +100,9 @@ class Batcher:
         self._timeout_s = timeout_s
         self._on_outcome = on_outcome or (lambda ok, why: None)
         self._waiting: dict[int, deque[_Batch]] = {}
-        self._busy: dict[int, set[int]] = {}  # partition -> lanes with a batch of it in flight
+        self._idle = list(reversed(range(len(self._producers))))  # lanes with nothing in flight; pop() -> 0 first
         self._tasks: set[asyncio.Task[None]] = set()
-        self._scheduled: set[int] = set()
+        self._scheduled = False
         self._loop = asyncio.get_running_loop()
 
     def refresh_partitions(self) -> None:
@@ -118,10 +123,10 @@ class Batcher:
             waiting.append(batch)
             # A fresh batch takes any one record (the broker enforces its own size limit).
             batch.builder.append(key=key, value=value, timestamp=None, headers=headers)
-        if p not in self._scheduled and len(self._busy.get(p, ())) < len(self._producers):
-            # Hand over after this turn of the event loop, so requests read together share the batch.
-            self._scheduled.add(p)
-            self._loop.call_soon(self._hand_over, p)
+        if not self._scheduled and self._idle:
+            # Hand over after this turn of the event loop, so requests read together share the flight.
+            self._scheduled = True
+            self._loop.call_soon(self._hand_over)
         waiter = self._loop.create_future()
         batch.waiters.append(waiter)
         await waiter
@@ -135,8 +140,7 @@ class Batcher:
         loop = self._loop
         deadline = loop.time() + timeout_s
         while (self._tasks or any(self._waiting.values())) and loop.time() < deadline:
-            for p in list(self._waiting):
-                self._hand_over(p)
+            self._hand_over()
             if self._tasks:
                 await asyncio.wait(list(self._tasks), timeout=max(0.0, deadline - loop.time()))
         for task in list(self._tasks):
@@ -150,34 +154,48 @@ class Batcher:
         batch.timer = self._loop.call_later(self._timeout_s, self._expire, partition, batch)
         return batch
 
-    def _hand_over(self, partition: int) -> None:
-        self._scheduled.discard(partition)
-        waiting = self._waiting.get(partition)
-        busy = self._busy.setdefault(partition, set())
-        while waiting and len(busy) < len(self._producers):
-            lane = next(i for i in range(len(self._producers)) if i not in busy)
-            busy.add(lane)
-            task = self._loop.create_task(self._send(partition, lane, waiting.popleft()))
+    def _hand_over(self) -> None:
+        self._scheduled = False
+        while self._idle:
+            flight = [(p, waiting.popleft()) for p, waiting in self._waiting.items() if waiting]
+            if not flight:
+                return
+            lane = self._idle.pop()
+            task = self._loop.create_task(self._send(lane, flight))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, partition: int, lane: int, batch: _Batch) -> None:
+    async def _send(self, lane: int, flight: list[tuple[int, _Batch]]) -> None:
+        producer = self._producers[lane]
         try:
-            delivery = await self._producers[lane].send_batch(batch.builder, self.topic, partition=partition)
-            await delivery
+            # No await in between suspends while the lane is idle (its queues are empty and the metadata
+            # known), so the sender drains all of these into one produce request.
+            sent: list[tuple[_Batch, asyncio.Future[Any]]] = []
+            for partition, batch in flight:
+                try:
+                    sent.append((batch, await producer.send_batch(batch.builder, self.topic, partition=partition)))
+                except Exception as exc:  # e.g. closed producer, unknown partition: those requests answer 503
+                    self._failed(batch, exc)
+            for batch, delivery in sent:
+                try:
+                    await delivery
+                except Exception as exc:  # every failure means "not stored": the waiting requests answer 503
+                    self._failed(batch, exc)
+                else:
+                    self._settle(batch, None)
+                    self._on_outcome(True, "")
         except asyncio.CancelledError:
-            self._settle(batch, StoreError("produce_failed", "shutting down"))
+            for _, batch in flight:
+                self._settle(batch, StoreError("produce_failed", "shutting down"))
             raise
-        except Exception as exc:  # every failure means "not stored": the waiting requests answer 503
-            self._settle(batch, StoreError("produce_failed", type(exc).__name__))
-            self._on_outcome(False, type(exc).__name__)
-        else:
-            self._settle(batch, None)
-            self._on_outcome(True, "")
         finally:
-            self._busy[partition].discard(lane)
-            if self._waiting.get(partition) and not asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                self._hand_over(partition)
+            self._idle.append(lane)
+            if any(self._waiting.values()) and not asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                self._hand_over()
+
+    def _failed(self, batch: _Batch, exc: BaseException) -> None:
+        self._settle(batch, StoreError("produce_failed", type(exc).__name__))
+        self._on_outcome(False, type(exc).__name__)
 
     def _expire(self, partition: int, batch: _Batch) -> None:
         if batch.settled:

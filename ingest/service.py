@@ -240,6 +240,16 @@ async def _read_body(request: web.Request, limit: int) -> bytes | Answer:
     chunks: list[bytes] = []
     size = 0
     try:
+        if stream.is_eof():
+            # The usual case: the whole body arrived with the headers and is buffered; take it in one call.
+            # (Bounded: the declared length was checked above; a chunked body is capped by aiohttp's buffer.)
+            body = stream.read_nowait(limit + 1)
+            if len(body) > limit:
+                return answers.payload_too_large(limit, declared=False)
+            if stream.at_eof():  # nothing left: this is the whole body
+                return body
+            chunks.append(body)
+            size = len(body)
         while True:
             chunk = await stream.read(limit + 1 - size)
             if not chunk:
