@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 
@@ -33,6 +34,17 @@ OPENAPI_PATH = "/openapi.json"
 PROBE_INTERVAL_S = 1.0
 # Producers per service: each partition can have this many batches in flight (see ingest.batcher).
 PRODUCER_LANES = 2
+# Cyclic GC: every request allocates dozens of container objects (aiohttp's request and response,
+# headers, futures), so with the default threshold (700) a young collection runs every few requests
+# and the older generations, which hold every module and client object, are scanned far too often.
+# Freezing what exists after start-up and collecting the young generation less often cut the
+# CPU per request by a quarter to a third in the benchmark; the garbage held meanwhile is a few MB at most.
+GC_THRESHOLDS = (20_000, 20, 100)
+
+_JSON = answers.JSON_CONTENT_TYPE
+# The metric children of the hot path (202), looked up once.
+_STORED_REQUESTS = metrics.requests(answers.ACCEPTED, "stored")
+_ACCEPTED_DURATION = metrics.request_duration(answers.ACCEPTED)
 
 
 class IngestService:
@@ -72,6 +84,9 @@ class IngestService:
         self._raw = await self._batcher(self.settings.topic_raw)
         self._deadletter = await self._batcher(self.settings.topic_deadletter)
         self._health.succeeded()
+        gc.collect()
+        gc.freeze()  # start-up objects live as long as the process: never scan them again
+        gc.set_threshold(*GC_THRESHOLDS)
         self._accepting = True
 
     async def _batcher(self, topic: str) -> Batcher:
@@ -135,6 +150,10 @@ class IngestService:
             answer = await self._answer(request)
         finally:
             self._in_flight -= 1
+        if isinstance(answer, str):  # stored (the hot path): its event id; answered without an Answer object
+            _STORED_REQUESTS.inc()
+            _ACCEPTED_DURATION.observe(time.perf_counter() - started)
+            return web.Response(status=202, body=answers.accepted_body(answer), content_type=_JSON)
         _observe(answer, started)
         return _respond(answer)
 
@@ -153,7 +172,8 @@ class IngestService:
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         return None
 
-    async def _answer(self, request: web.Request) -> Answer:
+    async def _answer(self, request: web.Request) -> Answer | str:
+        """The answer to one request, or the event id when it was stored (202)."""
         received_at_ms = contract.now_ms()
         limit = self.settings.webhook_max_bytes
         rejection = admission.check_headers(
@@ -202,7 +222,7 @@ class IngestService:
             log.warning("event not stored", extra={"event_id": env.event_id, "reason": failure})
             return answers.not_stored(failure)
         metrics.events(envelope.type_label(env.event_type)).inc()
-        return answers.accepted(env.event_id)
+        return env.event_id
 
     async def _dead_letter(
         self, batcher: Batcher, body: bytes, exc: envelope.EnvelopeError, stamp: list[tuple[str, bytes]]

@@ -45,3 +45,8 @@ def test_signature_error_body_names_the_check() -> None:
 def test_invalid_event_names_the_field() -> None:
     body = orjson.loads(answers.invalid_event("invalid_data", "`data` is missing", "data").body_bytes())
     assert body == {"error": "invalid_event", "detail": "`data` is missing", "field": "data"}
+
+
+def test_accepted_body_fast_path_is_byte_identical() -> None:
+    for event_id in ("abc", 'quo"te\\slash', "ünïcode-✓", "x" * 256):
+        assert answers.accepted_body(event_id) == answers.accepted(event_id).body_bytes()
