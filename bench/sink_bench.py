@@ -145,17 +145,22 @@ async def rounds(
     directs, sinks = [], []
     for r in range(n_rounds):
         settings = round_settings(env, tag, r)
-        if r % 2 == 0:
-            direct = baseline(client, f"bench_direct_{tag}_{r}", values, settings.sink_batch_rows)
-            sink = await sink_rate(settings, len(values))
-        else:
-            sink = await sink_rate(settings, len(values))
-            direct = baseline(client, f"bench_direct_{tag}_{r}", values, settings.sink_batch_rows)
+        cpu: dict[str, float] = {}
+        for which in ("direct", "sink") if r % 2 == 0 else ("sink", "direct"):
+            # CPU seconds of this process (all threads, the embedded engine's included): a diagnostic
+            # that load from other processes disturbs much less than wall-clock rates.
+            cpu_before = time.process_time()
+            if which == "direct":
+                direct = baseline(client, f"bench_direct_{tag}_{r}", values, settings.sink_batch_rows)
+            else:
+                sink = await sink_rate(settings, len(values))
+            cpu[which] = time.process_time() - cpu_before
         directs.append(direct)
         sinks.append(sink)
         print(
             f"round {r + 1}/{n_rounds}: direct {direct:,.0f} rows/s, sink {sink:,.0f} rows/s, "
-            f"ratio {sink / direct:.3f} (load average {os.getloadavg()[0]:.2f})",
+            f"ratio {sink / direct:.3f}; CPU s direct {cpu['direct']:.2f}, sink {cpu['sink']:.2f} "
+            f"(load average {os.getloadavg()[0]:.2f})",
             flush=True,
         )
     return directs, sinks
