@@ -44,10 +44,6 @@ log = logging.getLogger(__name__)
 REVOKE_TIMEOUT_S = 20.0
 _PARTITION_OF = operator.attrgetter("topic", "partition")
 STOP_TIMEOUT_S = 25.0
-# Per partition and fetch: aiokafka's default (1 MiB, ~1,400 enriched records) needs two fetch round trips
-# per partition for a 10,000-row batch over 6 partitions; 4 MiB fills one in a round. Bounds what is
-# prefetched to partitions x 4 MiB.
-FETCH_PARTITION_BYTES = 4 * 1024 * 1024
 
 
 class _FlushOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -103,10 +99,7 @@ class SinkService:
         self._producer = kafka.producer(self.settings)
         await self._producer.start()
         self._consumer = kafka.consumer(
-            self.settings,
-            group_id=self.settings.sink_group,
-            max_poll_records=self.settings.sink_batch_rows,
-            max_partition_fetch_bytes=FETCH_PARTITION_BYTES,
+            self.settings, group_id=self.settings.sink_group, max_poll_records=self.settings.sink_batch_rows
         )
         self._consumer.subscribe(
             [self.settings.topic_enriched, self.settings.topic_dimensions], listener=_FlushOnRevoke(self)
