@@ -54,10 +54,15 @@ def broker(action: str) -> None:
     subprocess.run(["bash", str(KAFKA_SH), action], env=broker_env(), check=True, stdout=subprocess.DEVNULL)
 
 
+# Every scenario's pipeline, so that a scenario that fails midway still stops its stage processes.
+_ACTIVE: list[Scenario] = []
+
+
 class Scenario:
     """One isolated pipeline plus the bookkeeping every scenario needs."""
 
     def __init__(self, name: str, **overrides: str) -> None:
+        _ACTIVE.append(self)
         self.name = name
         self.workdir = Path(tempfile.mkdtemp(prefix=f"chaos-{name}-"))
         self.env = isolated_env(
@@ -340,7 +345,11 @@ SCENARIOS: dict[str, Callable[[], Coroutine[Any, Any, list[dict[str, Any]]]]] = 
 
 def run_one(name: str) -> None:
     """Child-process entry: run one scenario and print its results as the last line."""
-    results = asyncio.run(SCENARIOS[name]())
+    try:
+        results = asyncio.run(SCENARIOS[name]())
+    finally:
+        for scenario in _ACTIVE:  # no orphaned stages, whatever happened
+            scenario.stack.stop_all()
     print(json.dumps(results))
 
 
