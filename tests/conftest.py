@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import pytest
 
 from pipeline import kafka
 from pipeline.settings import Settings
+from tests.stack import isolated_env
 
 REPO = Path(__file__).resolve().parents[1]
 KAFKA_SH = REPO / "deploy" / "kafka" / "kafka.sh"
@@ -77,27 +77,15 @@ def clickhouse_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def make_settings(kafka_bootstrap: str, clickhouse_url: str, **overrides: str) -> Settings:
-    """Settings isolated to one test: unique topics, groups and database."""
-    tag = uuid.uuid4().hex[:10]
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "KAFKA_TOPIC_PARTITIONS": "3",
-        "TOPIC_RAW": f"t{tag}.raw",
-        "TOPIC_ENRICHED": f"t{tag}.enriched",
-        "TOPIC_DIMENSIONS": f"t{tag}.dimensions",
-        "TOPIC_DEADLETTER": f"t{tag}.deadletter",
-        "ENRICH_GROUP": f"enrich-{tag}",
-        "SINK_GROUP": f"sink-{tag}",
-        "CLICKHOUSE_URL": clickhouse_url,
-        "CLICKHOUSE_DATABASE": f"test_{tag}",
-        "WHEREBY_WEBHOOK_SECRET": "k3v9q2m7x1p8r4t6w0z5y2a9b3c7d1e4",
-        "SINK_BATCH_SECONDS": "0.2",
-        "INSTANCE_ID": f"test-{tag}",
-        "INGEST_HOST": "127.0.0.1",
-        "INGEST_PORT": "0",
-        "ENRICH_PORT": "0",
-        "SINK_PORT": "0",
-    }
+    """Settings isolated to one test: unique topics, groups and database (see `tests.stack.isolated_env`)."""
+    env = isolated_env(
+        kafka_bootstrap,
+        clickhouse_url,
+        SINK_BATCH_SECONDS="0.2",
+        INGEST_PORT="0",
+        ENRICH_PORT="0",
+        SINK_PORT="0",
+    )
     env.update(overrides)
     return Settings.from_env(env)
 
