@@ -22,12 +22,11 @@ import orjson
 import pytest
 
 from enrich.service import EnrichService
-from ingest import signature
 from ingest.service import WEBHOOK_PATH, IngestService
 from sink import store
 from sink.service import SinkService
 from tests.conftest import make_settings
-from tests.support import Running, body, event, publish_dimensions, wait_for
+from tests.support import Running, body, event, publish_dimensions, signed_headers, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -92,7 +91,7 @@ async def pipeline(kafka_bootstrap: str, clickhouse_url: str) -> AsyncIterator[P
     ):
         for doc in docs:
             raw = body(doc)
-            headers = {"Content-Type": "application/json", "Whereby-Signature": signature.sign(raw, SECRET)}
+            headers = signed_headers(raw, SECRET)
             async with http.post(ingest.url + WEBHOOK_PATH, data=raw, headers=headers) as response:
                 assert response.status == 202, await response.text()
         client, db = sink.service.client, settings.clickhouse_database

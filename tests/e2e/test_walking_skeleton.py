@@ -8,12 +8,11 @@ import uuid
 import aiohttp
 
 from enrich.service import EnrichService
-from ingest import signature
 from ingest.service import WEBHOOK_PATH, IngestService
 from pipeline.settings import Settings
 from sink import store
 from sink.service import SinkService
-from tests.support import Running, body, event, publish_dimensions, wait_for
+from tests.support import Running, body, event, publish_dimensions, signed_headers, wait_for
 
 SECRET = "k3v9q2m7x1p8r4t6w0z5y2a9b3c7d1e4"
 
@@ -46,7 +45,7 @@ async def test_one_meeting_becomes_connections_with_customer_user_and_seconds(se
     ):
         for doc in meeting:
             raw = body(doc)
-            headers = {"Content-Type": "application/json", "Whereby-Signature": signature.sign(raw, SECRET)}
+            headers = signed_headers(raw, SECRET)
             async with http.post(ingest.url + WEBHOOK_PATH, data=raw, headers=headers) as response:
                 assert response.status == 202, await response.text()
 
