@@ -27,6 +27,11 @@ HEADER_EVENT_ID = "whereby-event-id"
 HEADER_EVENT_TYPE = "whereby-event-type"
 HEADER_RECEIVED_AT_MS = "received-at-ms"
 HEADER_INGRESS_INSTANCE = "ingress-instance"
+# Where an event on the raw topic came from: absent (or `webhook`) for Whereby's webhooks as ingest received
+# them; `insights` for the join/leave events `reconcile --backfill` synthesizes from Whereby's Insights API.
+HEADER_EVENT_SOURCE = "event-source"
+SOURCE_WEBHOOK = "webhook"
+SOURCE_INSIGHTS = "insights"
 
 # Dimension record keys: `customer:<customer_id>` and `user:<external_id>`.
 DIM_CUSTOMER_PREFIX = "customer:"
