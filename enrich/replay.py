@@ -3,9 +3,10 @@ and users for past events (e.g. meetings held before their customer was register
 
 Safe while the pipeline runs: the replay reads with its own group-less consumer (the enrich group's
 offsets are untouched), stops at the end offsets captured when it started (the live stage handles
-everything after), and writes ordinary enriched records whose `enrichment_version` is newer than any
-earlier enrichment of the same event. The sink keeps one row per event id, the newest enrichment
-winning, so replaying moves usage between customers and never counts it twice.
+everything after), and writes ordinary enriched records whose `enrichment_version` is that of the
+dimensions it applied: higher than any enrichment made with older dimensions. The sink keeps one row
+per event id, the newest enrichment winning, so replaying moves usage between customers and never
+counts it twice.
 
 Events that fail to parse are counted and skipped, not dead-lettered again: the live stage wrote their
 bad row when it first saw them.
@@ -25,7 +26,6 @@ from aiokafka import TopicPartition
 
 from enrich.dimtopic import read_dimensions
 from enrich.enricher import BadEvent, enrich
-from enrich.versions import VersionClock
 from pipeline import contract, kafka
 from pipeline.settings import Settings
 
@@ -61,7 +61,9 @@ class ReplaySummary:
             out.append("  bad by reason: " + _counts(self.bad))
         if self.rejected_dimensions:
             out.append(f"  warning: {self.rejected_dimensions} invalid dimension records were ignored")
-        out.append(f"  these records supersede earlier enrichments (enrichment_version >= {self.first_version})")
+        out.append(
+            f"  these records supersede enrichments made with older dimensions (enrichment_version {self.first_version})"
+        )
         return out
 
 
@@ -91,7 +93,6 @@ async def replay(
     await kafka.prepare(settings)
     table, summary.rejected_dimensions = await read_dimensions(settings)
     summary.dimension_version = table.version
-    clock = VersionClock()
     consumer = kafka.consumer(settings, group_id=None)
     producer = kafka.producer(settings)
     await consumer.start()
@@ -110,7 +111,7 @@ async def replay(
         pending = {tp for tp in tps if start[tp] < end[tp]}
         if progress:
             progress(0, summary.total)
-        summary.first_version = clock.next()
+        summary.first_version = contract.enrichment_version(table.version)
         while pending:
             batches = await consumer.getmany(*pending, timeout_ms=1000, max_records=5000)
             if not batches:
@@ -121,7 +122,7 @@ async def replay(
                         pending.discard(tp)
                         consumer.pause(tp)
                 continue
-            now, version = contract.now_ms(), clock.next()
+            now = contract.now_ms()
             deliveries = []
             for tp, records in batches.items():
                 for record in records:
@@ -134,7 +135,6 @@ async def replay(
                             contract.headers_dict(record.headers),
                             table,
                             now_ms=now,
-                            version=version,
                         )
                     except BadEvent as exc:
                         summary.bad[exc.reason] += 1
