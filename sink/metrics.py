@@ -43,3 +43,23 @@ LATENCY = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800, 3600),
 )
 PAUSED = Gauge("whereby_sink_paused", "1 while consumption is paused (insert backing off or buffer full)")
+
+DERIVE_ROOMS = Counter("whereby_sink_derive_rooms_total", "Rooms whose connection and session rows were recomputed")
+DERIVE_ROWS = Counter(
+    "whereby_sink_derive_rows_total",
+    "Derived rows written, by table (connection_rows, session_rows) and kind (upsert, delete)",
+    ["table", "kind"],
+)
+DERIVE_SECONDS = Histogram(
+    "whereby_sink_derive_duration_seconds",
+    "Duration of one derivation cycle (all rooms with new events)",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+DERIVE_BACKLOG = Gauge(
+    "whereby_sink_derive_backlog_rooms", "Rooms with new events waiting for their rows to be derived"
+)
+DERIVE_WATERMARK = Gauge(
+    "whereby_sink_derive_watermark_seconds",
+    "Insert time (epoch seconds) up to which every room's derived rows are current; time() minus this is the lag",
+)
+DERIVE_FAILURES = Counter("whereby_sink_derive_failures_total", "Derivation cycles that failed and were retried")

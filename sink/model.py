@@ -110,6 +110,55 @@ class Connection:
 
 
 @dataclass(frozen=True, slots=True)
+class Usage:
+    """Totals over a set of connections, the way every usage result reports them."""
+
+    participant_minutes: int = 0  # role class `human`
+    recorder_minutes: int = 0
+    streamer_minutes: int = 0
+    assistant_minutes: int = 0
+    captioner_minutes: int = 0
+    connections: int = 0  # closed connections (left, session_end or estimated): the ones with minutes
+    open_connections: int = 0
+    incomplete_connections: int = 0
+    estimated_connections: int = 0
+    unique_participants: int = 0  # distinct human participant ids
+    unique_recorders: int = 0
+    unique_streamers: int = 0
+
+
+def usage_of(connections: Iterable[Connection]) -> Usage:
+    """Sum a set of connections: minutes by role class, and how many are closed, open, incomplete."""
+    minutes = dict.fromkeys(("human", "recorder", "streamer", "assistant", "captioner"), 0)
+    counts = dict.fromkeys(("closed", "open", "no_join", "estimated"), 0)
+    people: dict[str, set[str]] = {"human": set(), "recorder": set(), "streamer": set()}
+    for c in connections:
+        role = c.dims.role_class or "human"
+        minutes[role] = minutes.get(role, 0) + (c.minutes or 0)
+        if c.end_source in ("open", "no_join"):
+            counts[c.end_source] += 1
+        else:
+            counts["closed"] += 1
+            counts["estimated"] += c.end_source == "estimated"
+        if role in people:
+            people[role].add(c.participant_id)
+    return Usage(
+        participant_minutes=minutes["human"],
+        recorder_minutes=minutes["recorder"],
+        streamer_minutes=minutes["streamer"],
+        assistant_minutes=minutes["assistant"],
+        captioner_minutes=minutes["captioner"],
+        connections=counts["closed"],
+        open_connections=counts["open"],
+        incomplete_connections=counts["no_join"],
+        estimated_connections=counts["estimated"],
+        unique_participants=len(people["human"]),
+        unique_recorders=len(people["recorder"]),
+        unique_streamers=len(people["streamer"]),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Session:
     """One room session (a row of `session_rows`). Anonymous sessions (a `session.started` without an
     id that matches no known session) are keyed by that event's id and have no `room_session_id`."""
@@ -123,14 +172,21 @@ class Session:
     last_event_at: int
     dims_version: int
     dims: Dims
+    usage: Usage = field(default_factory=Usage)
 
 
 @dataclass
 class RoomModel:
-    """What `derive` computes for one room (or for the part of it after `skip_through`)."""
+    """What `derive` computes for one room (for a truncated room: for its episodes after the first).
+
+    `context_ids` are the ids of the events that were context only (the first episode of a truncated
+    room): connections anchored on them and sessions made only of them were not derived.
+    """
 
     connections: list[Connection]
     sessions: list[Session]
+    context_ids: set[str] = field(default_factory=set)
+    context_sessions: set[str] = field(default_factory=set)
 
 
 def minutes_of(duration_ms: int) -> int:
@@ -403,10 +459,19 @@ def derive(events: Iterable[Event], *, truncated: bool = False) -> RoomModel:
             if connection.connection_id not in skipped:
                 connections.append(connection)
 
-    out_sessions = [_session(s) for s in sessions.by_key.values() if any(i not in skipped for i in s.event_ids)]
+    of_session: dict[str, list[Connection]] = {}
+    for c in connections:
+        if c.session_key is not None:
+            of_session.setdefault(c.session_key, []).append(c)
+    out_sessions, context_sessions = [], set()
+    for s in sessions.by_key.values():
+        if any(i not in skipped for i in s.event_ids):
+            out_sessions.append(_session(s, usage_of(of_session.get(s.key, ()))))
+        else:
+            context_sessions.add(s.key)
     connections.sort(key=lambda c: (c.anchor_at, c.connection_id))
     out_sessions.sort(key=lambda s: (s.started_at, s.session_key))
-    return RoomModel(connections, out_sessions)
+    return RoomModel(connections, out_sessions, skipped, context_sessions)
 
 
 def _connection(
@@ -474,7 +539,7 @@ def _connection(
     )
 
 
-def _session(s: _SessionAcc) -> Session:
+def _session(s: _SessionAcc, usage: Usage) -> Session:
     assert s.newest is not None and s.first_event_at is not None and s.last_event_at is not None
     return Session(
         session_key=s.key,
@@ -486,4 +551,5 @@ def _session(s: _SessionAcc) -> Session:
         last_event_at=s.last_event_at,
         dims_version=s.newest.version,
         dims=s.newest.dims,
+        usage=usage,
     )
