@@ -515,6 +515,17 @@ class ChangeLog:
 ProgressCallback = Callable[[int, int], None]
 
 
+def caught_up(client: Client, database: str) -> bool:
+    """True when every change noted in `room_changes` is older than the deriver's watermark, i.e. the
+    connection and session rows reflect every stored event (for tests, readiness and upgrades)."""
+    rows = client.query(
+        f"SELECT (SELECT max(marked_at) FROM {database}.room_changes) <= "
+        f"(SELECT max(marked_at) FROM {database}.derive_state) OR "
+        f"(SELECT count() FROM {database}.room_changes) = 0"
+    ).result_rows
+    return bool(rows[0][0])
+
+
 class Deriver:
     """Owns the derivation loop of one sink: `start()`, `run()` until `stop()`, `wake()` after inserts.
 
@@ -544,7 +555,9 @@ class Deriver:
         total = Outcome()
         metrics.DERIVE_BACKLOG.set(len(rooms))
         if not rooms:
+            metrics.DERIVE_LAG.set(0)
             return total
+        metrics.DERIVE_LAG.set(max(0.0, time.time() - min(n[2] for n in notes) / 1000))
         started = time.monotonic()
         items = sorted(rooms.items())
         for i in range(0, len(items), self.chunk_rooms):
@@ -558,7 +571,7 @@ class Deriver:
             metrics.DERIVE_ROWS.labels(table, "upsert").inc(total.upserts[table])
             metrics.DERIVE_ROWS.labels(table, "delete").inc(total.deletes[table])
         metrics.DERIVE_BACKLOG.set(0)
-        metrics.DERIVE_WATERMARK.set(self.changes.watermark / 1000)
+        metrics.DERIVE_LAG.set(0)
         return total
 
     def drain(self, progress: ProgressCallback | None = None) -> Outcome:

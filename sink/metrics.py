@@ -58,8 +58,8 @@ DERIVE_SECONDS = Histogram(
 DERIVE_BACKLOG = Gauge(
     "whereby_sink_derive_backlog_rooms", "Rooms with new events waiting for their rows to be derived"
 )
-DERIVE_WATERMARK = Gauge(
-    "whereby_sink_derive_watermark_seconds",
-    "Insert time (epoch seconds) up to which every room's derived rows are current; time() minus this is the lag",
+DERIVE_LAG = Gauge(
+    "whereby_sink_derive_lag_seconds",
+    "Age of the oldest stored change whose connection and session rows are not derived yet (0 when current)",
 )
 DERIVE_FAILURES = Counter("whereby_sink_derive_failures_total", "Derivation cycles that failed and were retried")
