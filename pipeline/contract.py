@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Sequence
 from typing import Any, NotRequired, TypedDict
 
 import orjson
@@ -104,7 +105,7 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def headers_dict(headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...] | None) -> dict[str, str]:
+def headers_dict(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:
     """Kafka record headers as a str -> str dict (undecodable values are replaced, never raised on)."""
     return {k: v.decode("utf-8", "replace") for k, v in (headers or ())}
 

@@ -6,12 +6,12 @@ from prometheus_client import Counter, Gauge, Histogram
 
 ROWS = Counter(
     "whereby_sink_rows_total",
-    "Records handled by the sink, by kind (event, dimension) and outcome (inserted, deadletter)",
+    "Records handled by the sink, by kind (event, dimension, archive) and outcome (inserted, deadletter)",
     ["kind", "outcome"],
 )
 INSERT_SECONDS = Histogram(
     "whereby_sink_insert_duration_seconds",
-    "Duration of one ClickHouse insert, by target (events, dimensions)",
+    "Duration of one ClickHouse insert, by target (events, dimensions, archive)",
     ["target"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )

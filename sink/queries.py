@@ -116,13 +116,13 @@ def time_range(args: Mapping[str, str]) -> tuple[int, int]:
     return low, high
 
 
-def parse_limit(args: Mapping[str, str]) -> int:
-    """`limit`: a whole number from 1 to 100, 10 when absent (as Whereby's Insights API)."""
+def parse_limit(args: Mapping[str, str], maximum: int = MAX_LIMIT) -> int:
+    """`limit`: a whole number from 1 to `maximum` (100, as Whereby's Insights API), 10 when absent."""
     raw = args.get("limit", "")
     if raw == "":
         return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise BadParameter(f"limit must be a whole number from 1 to {MAX_LIMIT}, got {raw!r}")
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise BadParameter(f"limit must be a whole number from 1 to {maximum}, got {raw!r}")
     return int(raw)
 
 
@@ -198,6 +198,7 @@ def _paged(
     params: dict[str, Any],
     sorts: Mapping[str, Sort],
     default_sort: str,
+    max_limit: int = MAX_LIMIT,
 ) -> Query:
     """A keyset page over `SELECT select FROM source`: sorted by an allowed key, after the cursor's key."""
     sort_by = args.get("sortBy") or default_sort
@@ -207,7 +208,7 @@ def _paged(
         raise BadParameter(f"sortBy must be one of {', '.join(sorted(sorts))} with :asc or :desc, got {sort_by!r}")
     sort_by = f"{name}:{direction}"
     spec = sorts[name]
-    limit = parse_limit(args)
+    limit = parse_limit(args, max_limit)
     fingerprint = _fingerprint(path, filters)
     keys = ", ".join(f"{expr} AS _k{i}" for i, expr in enumerate(spec.keys))
     key_tuple = "tuple(" + ", ".join(f"_k{i}" for i in range(len(spec.keys))) + ")"
@@ -443,6 +444,39 @@ def insights_participants(database: str, args: Mapping[str, str]) -> Query:
     )
 
 
+# ------------------------------------------------------------------------------------------ archive
+
+ARCHIVE_MAX_LIMIT = 5000
+_ARCHIVE_SORTS = {"receivedAt": Sort(("toUnixTimestamp64Milli(received_at)", "event_id"), ("Int64", "String"))}
+
+
+def archive_raw(database: str, args: Mapping[str, str]) -> Query:
+    """The raw archive in `[from, to)` of arrival time, oldest first, in keyset pages of up to 5,000:
+    what `replay` reads for ranges the raw topic no longer holds. Bodies are personal data: the endpoint
+    is behind the read API's token like every other, and nothing here is logged."""
+    check_names(args, {"from", "to", "cursor", "limit"})
+    db = _db(database)
+    low, high = time_range(args)
+    params: dict[str, Any] = {"from_ms": low, "to_ms": high}
+    select = """
+        toUnixTimestamp64Milli(received_at) AS receivedAtMs, event_id AS eventId, event_type AS eventType,
+        room_name AS roomName, source AS source, body AS body"""
+    return _paged(
+        "/archive/raw",
+        args,
+        {k: v for k, v in args.items() if k in ("from", "to")},
+        select=select,
+        source=(
+            f"{db}.raw_archive FINAL WHERE received_at >= fromUnixTimestamp64Milli({{from_ms:Int64}}, 'UTC') "
+            "AND received_at < fromUnixTimestamp64Milli({to_ms:Int64}, 'UTC')"
+        ),
+        params=params,
+        sorts=_ARCHIVE_SORTS,
+        default_sort="receivedAt:asc",
+        max_limit=ARCHIVE_MAX_LIMIT,
+    )
+
+
 ENDPOINTS: dict[str, Builder] = {
     "/usage/customers": usage_customers,
     "/usage/customer-days": usage_customer_days,
@@ -451,6 +485,7 @@ ENDPOINTS: dict[str, Builder] = {
     "/insights/rooms": insights_rooms,
     "/insights/room-sessions": insights_room_sessions,
     "/insights/participants": insights_participants,
+    "/archive/raw": archive_raw,
 }
 
 

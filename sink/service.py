@@ -113,8 +113,11 @@ class SinkService:
         self._consumer = kafka.consumer(
             self.settings, group_id=self.settings.sink_group, max_poll_records=self.settings.sink_batch_rows
         )
+        # The raw topic too: every accepted webhook body goes to the raw archive, which outlives the
+        # topic's retention (replay reads it for older ranges).
         self._consumer.subscribe(
-            [self.settings.topic_enriched, self.settings.topic_dimensions], listener=_FlushOnRevoke(self)
+            [self.settings.topic_enriched, self.settings.topic_dimensions, self.settings.topic_raw],
+            listener=_FlushOnRevoke(self),
         )
         await self._consumer.start()
         self._ready = True
@@ -164,6 +167,9 @@ class SinkService:
             if tp.topic == self.settings.topic_dimensions:
                 for r in records:
                     self._add(r)
+            elif tp.topic == self.settings.topic_raw:
+                self._batch.track_run(tp.topic, tp.partition, records, sum(len(r.value or b"") for r in records))
+                self._batch.archive.extend(records)
             else:
                 self._add_events(tp.topic, tp.partition, records)
         self._reap()
@@ -286,18 +292,21 @@ class SinkService:
             )
             sends.append(await self._producer.send(self.settings.topic_deadletter, row, key=d.record.key))
         await asyncio.gather(*sends)
+        kinds = {self.settings.topic_dimensions: "dimension", self.settings.topic_raw: "archive"}
         for d in letters:
             metrics.DEADLETTER.labels(d.reason).inc()
-            kind = "dimension" if d.record.topic == self.settings.topic_dimensions else "event"
+            kind = kinds.get(d.record.topic, "event")
             metrics.ROWS.labels(kind, "deadletter").inc()
 
     def _observe(self, batch: Batch, outcome: Outcome) -> None:
-        dims = len(batch.dimensions)
+        dims, archived = len(batch.dimensions), len(batch.archive)
         if outcome.rejected:
             rejected = {(d.record.topic, d.record.partition, d.record.offset) for d in outcome.rejected}
             dims = sum(1 for r in batch.dimensions if (r.topic, r.partition, r.offset) not in rejected)
+            archived = sum(1 for r in batch.archive if (r.topic, r.partition, r.offset) not in rejected)
         metrics.ROWS.labels("dimension", "inserted").inc(dims)
-        metrics.ROWS.labels("event", "inserted").inc(outcome.inserted - dims)
+        metrics.ROWS.labels("archive", "inserted").inc(archived)
+        metrics.ROWS.labels("event", "inserted").inc(outcome.inserted - dims - archived)
         # Latency is sampled (the newest event of each partition): parsing every row would cost more
         # than the insert. One Python step per run of a partition's records, not per record.
         newest: dict[tuple[str, int], RecordLike] = {}

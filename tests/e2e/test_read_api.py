@@ -140,9 +140,9 @@ async def test_usage_per_user_needs_no_registration(pipeline: Pipeline) -> None:
     ] == [("ext-ada", "u-ada", "c-acme", "Acme", 11, 1), ("ext-bob", "u-bob", "c-acme", "Acme", 2, 1)]
     # ext-zed is registered nowhere: it still has its own row, with no user id or name.
     unresolved = await get(pipeline.url + "/usage/users", unresolved="true")
-    assert [(r["external_id"], r["user_id"], r["user_name"], r["participant_minutes"]) for r in unresolved["results"]] == [
-        ("ext-zed", None, None, 2)
-    ]
+    assert [
+        (r["external_id"], r["user_id"], r["user_name"], r["participant_minutes"]) for r in unresolved["results"]
+    ] == [("ext-zed", None, None, 2)]
 
 
 async def test_insights_drill_down_with_pages(pipeline: Pipeline) -> None:

@@ -164,6 +164,16 @@ def test_the_report_reads_the_same_numbers_straight_from_clickhouse(
     rows = report.fetch_clickhouse(clickhouse_url, db, "customer", {})
     assert [(r["customer_id"], r["participant_minutes"]) for r in rows] == [("c-acme", 32), (None, 32)]
     table = report.render_table("customer", rows)
-    assert "(unresolved)" in table and table.splitlines()[-1].split() == ["total", "64", "10", "0", "0", "0", "2", "0", "4"]
+    assert "(unresolved)" in table and table.splitlines()[-1].split() == [
+        "total",
+        "64",
+        "10",
+        "0",
+        "0",
+        "0",
+        "2",
+        "0",
+        "4",
+    ]
     with pytest.raises(report.ReportError, match="from must be an ISO date"):
         report.fetch_clickhouse(clickhouse_url, db, "room", {"from": "last week"})
