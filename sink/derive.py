@@ -532,12 +532,24 @@ class Deriver:
     `drain()` is the blocking form for start-up and `schema upgrade`: derive until nothing is pending.
     """
 
-    def __init__(self, client: Client, database: str, *, poll_s: float = 1.0, chunk_rooms: int = 200) -> None:
+    def __init__(
+        self,
+        client: Client,
+        database: str,
+        *,
+        poll_s: float = 1.0,
+        chunk_rooms: int = 200,
+        stale_after_s: float = 6 * 3600,
+        census_every_s: float = 60.0,
+    ) -> None:
         self.store = RoomStore(client, database)
         self.changes = ChangeLog(client, database)
         self.clock = VersionClock()
         self.poll_s = poll_s
         self.chunk_rooms = chunk_rooms
+        self.stale_after_s = stale_after_s
+        self.census_every_s = census_every_s
+        self._census_at = 0.0
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="derive")
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -574,6 +586,27 @@ class Deriver:
         metrics.DERIVE_LAG.set(0)
         return total
 
+    def census(self) -> tuple[int, int]:
+        """Count open connections, and those open longer than `stale_after_s`, into the metrics (blocking).
+
+        Only rows that were open when written are looked at through FINAL, so the check costs what the
+        open connections cost, not the table; connections that joined over 92 days ago are not counted.
+        """
+        self._census_at = time.monotonic()
+        db = self.store.db
+        sql = f"""
+SELECT count(), countIf(joined_at < now64(3) - toIntervalSecond({{stale:UInt32}}))
+FROM {db}.{CONNECTION_ROWS} FINAL
+WHERE (room_name, connection_id) IN (
+        SELECT room_name, connection_id FROM {db}.{CONNECTION_ROWS}
+        WHERE end_source = 'open' AND anchor_at >= now64(3) - INTERVAL 92 DAY)
+  AND anchor_at >= now64(3) - INTERVAL 92 DAY AND NOT deleted AND end_source = 'open'"""
+        rows = self.store.client.query(sql, parameters={"stale": int(self.stale_after_s)}, settings=_FINAL).result_rows
+        open_now, stale = (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+        metrics.OPEN_CONNECTIONS.set(open_now)
+        metrics.STALE_OPEN_CONNECTIONS.set(stale)
+        return open_now, stale
+
     def drain(self, progress: ProgressCallback | None = None) -> Outcome:
         """Derive until nothing is pending (blocking): start-up and `schema upgrade`."""
         total = Outcome()
@@ -601,6 +634,8 @@ class Deriver:
                     break
                 try:
                     await loop.run_in_executor(self._pool, self.cycle)
+                    if time.monotonic() - self._census_at >= self.census_every_s:
+                        await loop.run_in_executor(self._pool, self.census)
                 except Exception as exc:  # a store hiccup: keep the loop, report it
                     metrics.DERIVE_FAILURES.inc()
                     log.warning(f"derivation failed, retrying: {type(exc).__name__}: {exc}")

@@ -63,3 +63,11 @@ DERIVE_LAG = Gauge(
     "Age of the oldest stored change whose connection and session rows are not derived yet (0 when current)",
 )
 DERIVE_FAILURES = Counter("whereby_sink_derive_failures_total", "Derivation cycles that failed and were retried")
+OPEN_CONNECTIONS = Gauge(
+    "whereby_sink_open_connections",
+    "Connections with no end yet (no left, no session end, room not known empty since), joined in the last 92 days",
+)
+STALE_OPEN_CONNECTIONS = Gauge(
+    "whereby_sink_stale_open_connections",
+    "Open connections that joined more than STALE_CONNECTION_S ago: their left and session end were lost",
+)

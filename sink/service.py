@@ -104,7 +104,7 @@ class SinkService:
         self._derive_client = await asyncio.to_thread(
             store.connect, self.settings.clickhouse_url, self.settings.clickhouse_access
         )
-        self.deriver = Deriver(self._derive_client, self.db)
+        self.deriver = Deriver(self._derive_client, self.db, stale_after_s=self.settings.stale_connection_s)
         await asyncio.to_thread(catch_up, self.deriver)
         self._writer = ClickHouseWriter(self.client, self.db, cluster=bool(cluster))
         await kafka.prepare(self.settings)
