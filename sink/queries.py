@@ -343,7 +343,7 @@ _PARTICIPANT_SORTS = {
     ),
     # Open connections have no end yet: they sort after every ended one.
     "leftAt": Sort(
-        (f"ifNull(toUnixTimestamp64Milli(ended_at), {INT64_MAX})", *_PARTICIPANT_TIEBREAK),
+        (f"ifNull(toUnixTimestamp64Milli(coalesce(ended_at, left_at)), {INT64_MAX})", *_PARTICIPANT_TIEBREAK),
         ("Int64", "String", "String"),
     ),
 }
@@ -430,7 +430,7 @@ def insights_participants(database: str, args: Mapping[str, str]) -> Query:
         room_session_id AS roomSessionId, room_name AS roomName, participant_id AS participantId,
         user_id AS userId, external_id AS externalId, customer_id AS customerId, customer_name AS customerName,
         user_name AS userName, role_name AS roleName, role_class AS roleClass, display_name AS displayName,
-        joined_at AS joinedAt, ended_at AS leftAt, end_source AS endSource, minutes AS minutes,
+        joined_at AS joinedAt, coalesce(ended_at, left_at) AS leftAt, end_source AS endSource, minutes AS minutes,
         toBool(is_open) AS isOpen, toBool(is_incomplete) AS isIncomplete, sources AS sources"""
     return _paged(
         "/insights/participants",
