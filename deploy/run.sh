@@ -35,6 +35,9 @@ if [[ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]]; then
   bash deploy/kafka/kafka.sh start
 fi
 "$BIN/whereby-pipeline" topics
+# Upgrade the store in place before the sink opens it (new migrations, derived rows of a previous
+# release's data); a no-op when it is up to date. See docs/upgrading.md.
+"$BIN/whereby-pipeline" schema upgrade
 
 mkdir -p .data/logs
 for stage in sink enrich ingest; do

@@ -154,6 +154,7 @@ def enrich_record(
 
 
 _INSIGHTS = (contract.SOURCE_INSIGHTS, contract.SOURCE_INSIGHTS.encode())
+_PRODUCER = contract.producer("enrich")
 
 
 def _source(value: bytes | str | None) -> str:
@@ -232,5 +233,7 @@ def _enrich(
         "user_customer_id": user.customer_id if user else None,
         "user_name": user.name if user else None,
         "source": _source(source),
+        "contract_version": contract.CONTRACT_VERSION,
+        "producer": _PRODUCER,
     }
     return event

@@ -205,6 +205,7 @@ class IngestService:
         stamp = [
             (contract.HEADER_RECEIVED_AT_MS, str(received_at_ms).encode()),
             (contract.HEADER_INGRESS_INSTANCE, self._instance),
+            *contract.RAW_VERSION_HEADERS,
         ]
         try:
             env = envelope.parse(body)

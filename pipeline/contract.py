@@ -1,22 +1,36 @@
 """The Kafka contract between the stages: topic names, record headers, the dead-letter shape and the
 enriched event. Changing anything here is a change for every stage, so it lives in one place.
 
-| Topic | Key | Value |
-|---|---|---|
-| whereby.webhooks.raw | roomName | body bytes exactly as received (the signature covers them) |
-| whereby.events.enriched | roomName | JSON enriched event (see `EnrichedEvent`) |
-| whereby.dimensions | customer:<id> / user:<externalId> | JSON record, or a tombstone (compacted) |
-| whereby.deadletter | source key | JSON bad row (see `bad_row`) |
+| Topic | Key | Value | Version carried in |
+|---|---|---|---|
+| whereby.webhooks.raw | roomName | body bytes as received (signed) | headers `contract-version`, `producer` |
+| whereby.events.enriched | roomName | JSON enriched event (`EnrichedEvent`) | fields `contract_version`, `producer` |
+| whereby.dimensions | customer:<id> / user:<externalId> | JSON record, or a tombstone | (self-describing) |
+| whereby.deadletter | source key | JSON bad row (see `bad_row`) | fields `schema_version`, `producer` |
+
+Versions: `CONTRACT_VERSION` is 2 since the connection-interval release; records of the release before
+(version 1) carry no version at all, and every reader accepts them: each field added since is optional
+(`NotRequired`) with a documented default. `producer` is `<stage>@<package version>`. A reader meeting
+a version above its own still reads what it knows and ignores the rest (additions only, never a
+changed meaning: a change of meaning needs a new topic).
 """
 
 from __future__ import annotations
 
 import base64
+import importlib.metadata
 import time
 from collections.abc import Sequence
 from typing import Any, NotRequired, TypedDict
 
 import orjson
+
+# 1: the first release (no version on any record); 2: source/user_name/contract fields, bad-row versions.
+CONTRACT_VERSION = 2
+try:
+    PACKAGE_VERSION = importlib.metadata.version("whereby-pipeline")
+except importlib.metadata.PackageNotFoundError:  # running from a source tree that was never installed
+    PACKAGE_VERSION = "0+unknown"
 
 TOPIC_RAW = "whereby.webhooks.raw"
 TOPIC_ENRICHED = "whereby.events.enriched"
@@ -33,6 +47,20 @@ HEADER_INGRESS_INSTANCE = "ingress-instance"
 HEADER_EVENT_SOURCE = "event-source"
 SOURCE_WEBHOOK = "webhook"
 SOURCE_INSIGHTS = "insights"
+HEADER_CONTRACT_VERSION = "contract-version"
+HEADER_PRODUCER = "producer"
+
+
+def producer(stage: str) -> str:
+    """Who wrote a record: `<stage>@<package version>`."""
+    return f"{stage}@{PACKAGE_VERSION}"
+
+
+# Every raw record ingest writes carries these (built once: the hot path only appends them).
+RAW_VERSION_HEADERS: tuple[tuple[str, bytes], ...] = (
+    (HEADER_CONTRACT_VERSION, str(CONTRACT_VERSION).encode()),
+    (HEADER_PRODUCER, producer("ingest").encode()),
+)
 
 # Dimension record keys: `customer:<customer_id>` and `user:<external_id>`.
 DIM_CUSTOMER_PREFIX = "customer:"
@@ -87,6 +115,9 @@ class EnrichedEvent(TypedDict):
     user_name: NotRequired[str | None]
     # `webhook`, or `insights` for an event `reconcile --backfill` synthesized (raw header event-source).
     source: NotRequired[str]
+    # Absent on version-1 records (the release before); see the module docstring.
+    contract_version: NotRequired[int]
+    producer: NotRequired[str]
 
 
 # Every enrichment version of this contract outranks the previous release's (clock-based: epoch
@@ -128,6 +159,8 @@ def bad_row(
     UTF-8, base64 otherwise.
     """
     record: dict[str, Any] = {
+        "schema_version": CONTRACT_VERSION,
+        "producer": producer(stage),
         "stage": stage,
         "reason": reason,
         "detail": detail,

@@ -515,6 +515,16 @@ class ChangeLog:
 ProgressCallback = Callable[[int, int], None]
 
 
+def enqueue_all(client: Client, database: str) -> int:
+    """Queue every stored room for derivation from its first event (`schema rebuild`); returns the count."""
+    client.command(
+        f"INSERT INTO {database}.room_changes (room_name, changed_from) "
+        f"SELECT room_name, min(created_at) FROM {database}.events WHERE room_name != '' GROUP BY room_name"
+    )
+    rows = client.query(f"SELECT uniqExact(room_name) FROM {database}.events WHERE room_name != ''").result_rows
+    return int(rows[0][0])
+
+
 def caught_up(client: Client, database: str) -> bool:
     """True when every change noted in `room_changes` is older than the deriver's watermark, i.e. the
     connection and session rows reflect every stored event (for tests, readiness and upgrades)."""

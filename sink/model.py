@@ -544,8 +544,10 @@ def _session(s: _SessionAcc, usage: Usage) -> Session:
     return Session(
         session_key=s.key,
         room_session_id=s.room_session_id,
-        started_at=s.start,
-        start_source="started" if s.started_at is not None and s.started_at <= s.first_event_at else "first_event",
+        # Whereby's own statement of the start when it arrived; else the first event seen in the session.
+        # (For deciding what was running when, `start` also takes an earlier event carrying its id.)
+        started_at=s.started_at if s.started_at is not None else s.first_event_at,
+        start_source="started" if s.started_at is not None else "first_event",
         ended_at=s.ended_at,
         first_event_at=s.first_event_at,
         last_event_at=s.last_event_at,
