@@ -21,6 +21,38 @@ class ConfigError(Exception):
     """A setting is missing or invalid. The message is meant for the operator, as is."""
 
 
+# A replay window longer than an hour would let a captured request be re-sent long after the fact; the
+# signature check's purpose is gone by then (Whereby's own sample allows 60 s, we default to 300 s).
+MAX_WEBHOOK_TOLERANCE_S = 3600
+# Whereby generates long random signing secrets; anything short or a template's placeholder means the
+# real one was never put in, and an endpoint on the internet would accept forgeries signed with it.
+MIN_WEBHOOK_SECRET_CHARS = 16
+PLACEHOLDER_MARKERS = ("replace", "changeme")
+
+
+def check_webhook_secrets(secrets: tuple[str, ...], variable: str = "WHEREBY_WEBHOOK_SECRET") -> None:
+    """Refuse an empty list, a secret shorter than 16 characters or one containing a placeholder marker
+    (`REPLACE`, `changeme`, any case). The message names `variable` and the secret's position, never its value."""
+    if not secrets:
+        raise ConfigError(
+            f"{variable} is not set: set it to the signing secret shown in Whereby's "
+            "dashboard (Configure -> Webhooks); separate several with commas during rotation"
+        )
+    for position, secret in enumerate(secrets, start=1):
+        which = f"secret {position} of {len(secrets)}" if len(secrets) > 1 else "the secret"
+        lowered = secret.lower()
+        if any(marker in lowered for marker in PLACEHOLDER_MARKERS):
+            raise ConfigError(
+                f"{variable}: {which} is a placeholder (contains REPLACE or changeme); "
+                "set the signing secret shown in Whereby's dashboard"
+            )
+        if len(secret) < MIN_WEBHOOK_SECRET_CHARS:
+            raise ConfigError(
+                f"{variable}: {which} is shorter than {MIN_WEBHOOK_SECRET_CHARS} characters; "
+                "set the signing secret shown in Whereby's dashboard"
+            )
+
+
 def _dotenv(path: Path) -> dict[str, str]:
     """Read KEY=VALUE lines from a .env file; the real environment always wins over it."""
     values: dict[str, str] = {}
@@ -152,7 +184,7 @@ class Settings:
             topic_partitions=env.integer("KAFKA_TOPIC_PARTITIONS", 6, low=1, high=10_000),
             topic_replication_factor=env.integer("KAFKA_REPLICATION_FACTOR", 1, low=1, high=16),
             webhook_secrets=secrets,
-            webhook_tolerance_s=env.integer("WEBHOOK_TOLERANCE_S", 300, low=1),
+            webhook_tolerance_s=env.integer("WEBHOOK_TOLERANCE_S", 300, low=1, high=MAX_WEBHOOK_TOLERANCE_S),
             webhook_max_bytes=env.integer("WEBHOOK_MAX_BYTES", 64 * 1024, low=1024),
             produce_timeout_s=env.number("PRODUCE_TIMEOUT_S", 3.0),
             max_in_flight=env.integer("INGEST_MAX_IN_FLIGHT", 2000, low=1),
@@ -190,10 +222,10 @@ class Settings:
         return self.clickhouse_access.connect_kwargs(self.clickhouse_url)
 
     def require_webhook_secrets(self) -> tuple[str, ...]:
-        """The signing secrets, or a ConfigError telling the operator what to set."""
-        if not self.webhook_secrets:
-            raise ConfigError(
-                "WHEREBY_WEBHOOK_SECRET is not set: set it to the signing secret shown in Whereby's "
-                "dashboard (Configure -> Webhooks); separate several with commas during rotation"
-            )
+        """The signing secrets, or a ConfigError telling the operator what to set (see `check_webhook_secrets`).
+
+        Checked here, by the stage that verifies signatures, rather than in `from_env`: enrich and sink
+        never use the secret and must not refuse to start over it.
+        """
+        check_webhook_secrets(self.webhook_secrets)
         return self.webhook_secrets

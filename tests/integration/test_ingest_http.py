@@ -245,13 +245,14 @@ async def test_signature_failures_get_401_naming_the_check(
 async def test_rotation_accepts_old_and_new_secret_and_several_v1_values(
     kafka_bootstrap: str, clickhouse_url: str, http: aiohttp.ClientSession
 ) -> None:
-    s = await isolated_settings(kafka_bootstrap, clickhouse_url, WHEREBY_WEBHOOK_SECRET="new-secret-1, old-secret-0")
+    new_secret, old_secret = "new-secret-1-9f3c2a7d5e", "old-secret-0-4b8e1d6c2a"  # 16+ characters, as required
+    s = await isolated_settings(kafka_bootstrap, clickhouse_url, WHEREBY_WEBHOOK_SECRET=f"{new_secret}, {old_secret}")
     raws = [body(event("room.session.ended", f"/acme-{uuid.uuid4()}", i)) for i in range(4)]
     async with Running(IngestService(s), http=True) as ingest:
-        new = await post(http, ingest.url, raws[0], signed_headers(raws[0], "new-secret-1"))
-        old = await post(http, ingest.url, raws[1], signed_headers(raws[1], "old-secret-0"))
+        new = await post(http, ingest.url, raws[0], signed_headers(raws[0], new_secret))
+        old = await post(http, ingest.url, raws[1], signed_headers(raws[1], old_secret))
         ts = int(time.time())
-        both = signature.sign(raws[2], "retired", ts) + "," + signature.sign(raws[2], "old-secret-0", ts).split(",")[1]
+        both = signature.sign(raws[2], "retired", ts) + "," + signature.sign(raws[2], old_secret, ts).split(",")[1]
         several = await post(http, ingest.url, raws[2], {"Content-Type": "application/json", "Whereby-Signature": both})
         retired = await post(http, ingest.url, raws[3], signed_headers(raws[3], "retired"))
     assert [new[0], old[0], several[0], retired[0]] == [202, 202, 202, 401]
