@@ -125,6 +125,11 @@ class Settings:
     webhook_max_bytes: int
     produce_timeout_s: float
     max_in_flight: int
+    # How long ingest waits for a webhook body once the headers are in (then 408).
+    webhook_body_timeout_s: float
+    # Every stage's HTTP port: open connections before new ones get 503, and the idle/header timeout.
+    http_max_connections: int
+    http_idle_timeout_s: float
 
     ingest_host: str
     ingest_port: int
@@ -188,6 +193,9 @@ class Settings:
             webhook_max_bytes=env.integer("WEBHOOK_MAX_BYTES", 64 * 1024, low=1024),
             produce_timeout_s=env.number("PRODUCE_TIMEOUT_S", 3.0),
             max_in_flight=env.integer("INGEST_MAX_IN_FLIGHT", 2000, low=1),
+            webhook_body_timeout_s=env.number("WEBHOOK_BODY_TIMEOUT_S", 5.0),
+            http_max_connections=env.integer("HTTP_MAX_CONNECTIONS", 4096, low=1, high=1_000_000),
+            http_idle_timeout_s=env.number("HTTP_IDLE_TIMEOUT_S", 15.0),
             ingest_host=env.text("INGEST_HOST", "0.0.0.0"),
             ingest_port=env.port("INGEST_PORT", 8080),
             enrich_host=env.text("ENRICH_HOST", "127.0.0.1"),
