@@ -54,6 +54,15 @@ def test_joined_event_resolves_customer_by_longest_prefix_and_user_by_external_i
     assert out["enriched_at_ms"] == NOW
 
 
+def test_metadata_nested_too_deeply_is_kept_as_raw_text_and_the_event_is_enriched() -> None:
+    deep = '{"team":' + '{"a":' * 300 + "1" + "}" * 300 + "}"
+
+    out = run(event("room.client.joined", ROOM, 0, participant="p-1", external_id="ext-ada", metadata=deep))
+
+    assert (out["metadata"], out.get("metadata_form"), out["metadata_raw"]) == ({}, "raw", deep)
+    assert (out["customer_id"], out["user_id"]) == ("c-labs", "u-ada")
+
+
 def test_unregistered_prefix_and_user_are_unresolved_not_dropped() -> None:
     out = run(event("room.client.joined", "/zeta-1234", 0, participant="p-1", external_id="ext-nobody"))
 
