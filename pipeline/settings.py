@@ -139,6 +139,9 @@ class Settings:
     sink_port: int
     # Bearer token for the read API and usage page; required when SINK_HOST is not a loopback address.
     read_api_token: str
+    # Read API queries: stopped by ClickHouse after this long, run in this many threads of their own.
+    read_query_timeout_s: float
+    read_query_threads: int
 
     enrich_group: str
     sink_group: str
@@ -203,6 +206,8 @@ class Settings:
             sink_host=env.text("SINK_HOST", "127.0.0.1"),
             sink_port=env.port("SINK_PORT", 8082),
             read_api_token=env.text("READ_API_TOKEN", ""),
+            read_query_timeout_s=env.number("READ_QUERY_TIMEOUT_S", 30.0),
+            read_query_threads=env.integer("READ_QUERY_THREADS", 4, low=1, high=64),
             enrich_group=env.text("ENRICH_GROUP", "whereby-enrich"),
             sink_group=env.text("SINK_GROUP", "whereby-sink"),
             clickhouse_url=clickhouse_url,

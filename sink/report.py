@@ -117,15 +117,18 @@ def fetch_api(
     return results
 
 
-def fetch_clickhouse(url: str, database: str, by: str, params: dict[str, str]) -> list[dict[str, Any]]:
-    """The same results, computed straight on a ClickHouse server (or a chdb directory no sink holds)."""
+def fetch_clickhouse(
+    url: str, database: str, by: str, params: dict[str, str], *, timeout_s: float = 30.0
+) -> list[dict[str, Any]]:
+    """The same results, computed straight on a ClickHouse server (or a chdb directory no sink holds),
+    read-only and stopped after `timeout_s`, as the read API runs them."""
     try:
         query = queries.ENDPOINTS[ENDPOINT[by]](database, params)
     except queries.BadParameter as exc:
         raise ReportError(str(exc), usage=True) from None
     client = store.connect(url)
     try:
-        rows = store.query_dicts(client, query.sql, query.params)
+        rows = store.query_dicts(client, query.sql, query.params, store.read_settings(timeout_s))
     finally:
         client.close()
     results: list[dict[str, Any]] = queries.result(query, rows)["results"]
@@ -185,7 +188,13 @@ def usage(args: argparse.Namespace) -> int:
     try:
         params = request_args(args)
         if args.clickhouse:
-            rows = fetch_clickhouse(args.clickhouse, args.database or settings.clickhouse_database, args.by, params)
+            rows = fetch_clickhouse(
+                args.clickhouse,
+                args.database or settings.clickhouse_database,
+                args.by,
+                params,
+                timeout_s=settings.read_query_timeout_s,
+            )
         else:
             rows = fetch_api(args.api, args.by, params, settings.read_api_token)
     except ReportError as exc:
