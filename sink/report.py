@@ -135,10 +135,30 @@ def fetch_clickhouse(
     return results
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (`=HYPERLINK(...)`, `+cmd|...`,
+# `@SUM(...)`; tab and CR can hide such a start). Names and ids come from the dimensions topic and from
+# the end user's browser (externalId), so every text cell that starts with one gets a leading `'`, as
+# OWASP's CSV-injection guidance recommends; spreadsheets show the text and run nothing.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value: Any) -> Any:
+    """`value` as a CSV cell a spreadsheet will not evaluate: text starting like a formula is prefixed
+    with `'`; numbers (a negative count is still a number) and None are left as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def _printable(text: str) -> str:
+    """Control characters shown as escapes, so a name cannot move the cursor or recolour a terminal."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
 def _cell(column: Column, value: Any) -> str:
     if value is None:
         return UNRESOLVED if column.field == "customer_id" else "-"
-    return str(value)
+    return _printable(str(value))
 
 
 def render_table(by: str, rows: Sequence[dict[str, Any]]) -> str:
@@ -163,13 +183,14 @@ def render_table(by: str, rows: Sequence[dict[str, Any]]) -> str:
 
 
 def render_csv(by: str, rows: Sequence[dict[str, Any]]) -> str:
-    """CSV with the result field names as the header; NULL is an empty cell."""
+    """CSV with the result field names as the header; NULL is an empty cell; text that a spreadsheet
+    would run as a formula is escaped (see `csv_safe`)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     fields = [c.field for c in COLUMNS[by]]
     writer.writerow(fields)
     for row in rows:
-        writer.writerow(["" if row.get(f) is None else row.get(f) for f in fields])
+        writer.writerow(["" if row.get(f) is None else csv_safe(row.get(f)) for f in fields])
     return out.getvalue()
 
 
