@@ -183,10 +183,12 @@ def render_table(by: str, rows: Sequence[dict[str, Any]]) -> str:
 
 
 def render_csv(by: str, rows: Sequence[dict[str, Any]]) -> str:
-    """CSV with the result field names as the header; NULL is an empty cell; text that a spreadsheet
-    would run as a formula is escaped (see `csv_safe`)."""
+    """CSV (RFC 4180) with the result field names as the header; NULL is an empty cell; text that a
+    spreadsheet would run as a formula is escaped (see `csv_safe`)."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    # RFC 4180 line ends: with CRLF as the terminator, the csv module also quotes a field holding a lone
+    # CR (with "\n" it would not, and a CR inside a name would split the row for every reader).
+    writer = csv.writer(out, lineterminator="\r\n")
     fields = [c.field for c in COLUMNS[by]]
     writer.writerow(fields)
     for row in rows:

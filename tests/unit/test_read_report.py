@@ -94,7 +94,7 @@ def test_an_unreachable_api_is_a_clear_error() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["=HYPERLINK(\"http://evil\",\"x\")", "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A9)", "\t=1+1", "\r=1+1"],
+    ['=HYPERLINK("http://evil","x")', "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A9)", "\t=1+1", "\r=1+1"],
 )
 def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_escaped(name: str) -> None:
     rows = [{**CUSTOMERS[0], "customer_id": name, "customer_name": name, "participant_minutes": -3}]
