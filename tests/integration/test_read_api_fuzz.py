@@ -42,6 +42,7 @@ ALLOWED = {
     "/insights/rooms": ["roomNamePrefix", "customer_id", "unresolved", *PAGED],
     "/insights/room-sessions": ["roomName", "roomSessionId", *PAGED],
     "/insights/participants": ["roomSessionId", "externalId", "userId", *PAGED],
+    "/archive/raw": ["from", "to", "cursor", "limit"],
 }
 # aiohttp reads request lines of up to 8,190 bytes (its `max_line_size`); the method and version take a few.
 MAX_REQUEST_LINE = 8190 - len("GET  HTTP/1.1")
@@ -53,6 +54,7 @@ SORTS = [
     "startedAt",
     "joinedAt",
     "leftAt",
+    "receivedAt",
 ]
 
 

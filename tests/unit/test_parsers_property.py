@@ -167,11 +167,17 @@ TABLE.apply(b"user:ext-ada", b'{"customer_id": "c-acme"}', 1)
 
 
 @PROPERTY
-@example(DEEP_METADATA_EVENT, None)
-@given(BODIES, st.one_of(st.none(), st.binary(max_size=20), st.sampled_from([b"1767258000123", b"-1", b"\xff"])))
-def test_enriching_a_raw_record_gives_json_or_bad_event(body: bytes, received_at: bytes | None) -> None:
+@example(DEEP_METADATA_EVENT, None, None)
+@given(
+    BODIES,
+    st.one_of(st.none(), st.binary(max_size=20), st.sampled_from([b"1767258000123", b"-1", b"\xff"])),
+    st.one_of(st.none(), st.binary(max_size=10), st.just(b"insights")),
+)
+def test_enriching_a_raw_record_gives_json_or_bad_event(
+    body: bytes, received_at: bytes | None, source: bytes | None
+) -> None:
     try:
-        value, customer, user, _ = enrich_record(body, received_at, TABLE, 1_767_258_000_000, 42)
+        value, customer, user, _ = enrich_record(body, received_at, source, TABLE, 1_767_258_000_000)
     except BadEvent as exc:
         assert exc.reason
         return
