@@ -8,7 +8,9 @@ that, by the first character (`{` means JSON Lines):
 - users CSV: header `external_id,user_id,customer_id,name`, optionally `email`;
 - JSON Lines: one dimension record per line, exactly as on the dimensions topic.
 
-In CSV files any further columns become `attributes`. Every problem is reported as one
+In CSV files any further columns become `attributes`. A field with a control character (a tab, a line
+break inside quotes, ESC, ...) is refused, naming its column: names end up in terminals, spreadsheets and
+the page, where such characters rewrite what is shown. Every problem is reported as one
 `file:line: message`, one per bad line, so the operator can fix the whole file in one go; the caller
 loads nothing from a file that has problems.
 """
@@ -33,6 +35,7 @@ from enrich.dimensions import (
     user_from_doc,
     validate_prefix,
 )
+from pipeline.dimensions import control_character
 
 CUSTOMER_COLUMNS = ("customer_id", "name", "room_name_prefix")
 USER_COLUMNS = ("external_id", "user_id", "customer_id", "name")
@@ -119,6 +122,10 @@ def _header_problem(header: list[str], required: tuple[str, ...], source: str) -
 def _row_doc(header: list[str], fields: list[str]) -> dict[str, str]:
     if len(fields) != len(header):
         raise DimensionError(f"has {len(fields)} fields, the header has {len(header)}")
+    for column, (name, value) in enumerate(zip(header, fields, strict=True), start=1):
+        bad = control_character(value)
+        if bad is not None:
+            raise DimensionError(f"column {column} ({name}) contains a control character ({bad}); remove it")
     return dict(zip(header, fields, strict=True))
 
 

@@ -2,13 +2,20 @@
 
 The topic is compacted and has one partition, so reading it from the beginning to its end gives the
 current state of every customer and user, in the order the records were written.
+
+A record that fails validation (`pipeline.dimensions.decode`, or a prefix another customer owns) is
+skipped, counted and handed to `on_rejected`, which the service uses to dead-letter it; it never stops
+the load or the follower. Enrich has no committed position on this topic (it rebuilds the table from
+the beginning at every start), so each enrich process reports each invalid record once per start: the
+bad rows carry the record's topic, partition and offset to tell repeats apart. The sink, which reads the
+topic in a consumer group, reports each one once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from prometheus_client import Counter, Gauge
@@ -24,6 +31,10 @@ DIM_VERSION = Gauge("whereby_enrich_dimension_version", "Dimension version (topi
 DIM_REJECTED = Counter("whereby_enrich_dimension_rejected_total", "Dimension records rejected as invalid")
 
 
+# Called with each rejected record and why (reason: `invalid_dimension`, `dimension_conflict`, `internal_error`).
+RejectHandler = Callable[[ConsumerRecord[bytes, bytes], DimensionError], Awaitable[None]]
+
+
 class DimensionFollower:
     """Owns a group-less consumer of the dimensions topic and keeps a DimensionTable current.
 
@@ -31,11 +42,19 @@ class DimensionFollower:
     `follow()` applies later records as they arrive, so a change is live without a restart.
     """
 
-    def __init__(self, settings: Settings, table: DimensionTable, *, metrics: bool = True) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        table: DimensionTable,
+        *,
+        metrics: bool = True,
+        on_rejected: RejectHandler | None = None,
+    ) -> None:
         self.settings = settings
         self.table = table
         self.rejected = 0
         self._metrics = metrics
+        self._on_rejected = on_rejected
         self._consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
@@ -48,7 +67,7 @@ class DimensionFollower:
         await consumer.seek_to_beginning(*tps)
         end = await consumer.end_offsets(tps)
         while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
-            self._apply(await consumer.getmany(timeout_ms=500))
+            await self._apply(await consumer.getmany(timeout_ms=500))
         self._publish_metrics()
 
     async def follow(self) -> None:
@@ -57,20 +76,31 @@ class DimensionFollower:
         while True:
             batches = await self._consumer.getmany(timeout_ms=1000)
             if batches:
-                self._apply(batches)
+                await self._apply(batches)
                 self._publish_metrics()
 
-    def _apply(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+    async def _apply(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        rejected: list[tuple[ConsumerRecord[bytes, bytes], DimensionError]] = []
         for records in batches.values():
             for record in records:
                 try:
                     self.table.apply(record.key, record.value, record.offset)
                 except DimensionError as exc:
-                    # The CLI validates before writing; a record that still fails is skipped, not fatal.
-                    self.rejected += 1
-                    if self._metrics:
-                        DIM_REJECTED.inc()
-                    log.warning("dimension record rejected", extra={"offset": record.offset, "error": str(exc)})
+                    rejected.append((record, exc))
+                except Exception as exc:
+                    # A bug must not stop enrichment (at start it would stop it at every restart): the
+                    # record is skipped like an invalid one. Only the type: the message may quote the record.
+                    log.error(f"unexpected {type(exc).__name__} applying a dimension record; skipped")
+                    rejected.append((record, DimensionError(f"{type(exc).__name__}: {exc}", "internal_error")))
+        for record, error in rejected:
+            # The CLI validates before writing; a record that still fails is skipped, never fatal.
+            self.rejected += 1
+            if self._metrics:
+                DIM_REJECTED.inc()
+            # Reason and position only: ids and names in the message are personal data.
+            log.warning("dimension record rejected", extra={"offset": record.offset, "reason": error.reason})
+            if self._on_rejected is not None:
+                await self._on_rejected(record, error)
 
     def _publish_metrics(self) -> None:
         if not self._metrics:

@@ -4,14 +4,11 @@ headers and the dimension table. No I/O, so every rule here is unit-tested witho
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import Any
-
 import orjson
 
 from enrich.dimensions import EXTERNAL_ID_RE, DimensionTable
 from enrich.metadata import parse_metadata
-from pipeline import contract
+from pipeline import contract, envelope
 from pipeline.contract import EnrichedEvent
 
 BOT_ROLES = {"recorder": "recorder", "streamer": "streamer", "captioner": "captioner", "assistant": "assistant"}
@@ -24,12 +21,6 @@ CUSTOMER_RESOLUTIONS = ("prefix", "unresolved", "absent")
 # registered user), `absent` (no externalId) or `invalid` (externalId breaks Whereby's format rules).
 USER_RESOLUTIONS = ("external_id", "unresolved", "absent", "invalid")
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_EPOCH_NAIVE = datetime(1970, 1, 1)
-_MS = timedelta(milliseconds=1)
-# `YYYY-MM-DDTHH:MM:SS` -> epoch milliseconds, for `parse_created_at_ms`; bounded.
-_SECONDS: dict[str, int] = {}
-_SECONDS_CACHE_SIZE = 4096
 # An invalid externalId is client-controlled text: keep enough to debug, never an unbounded string.
 _MAX_INVALID_EXTERNAL_ID = 64
 
@@ -52,37 +43,9 @@ def role_class(role_name: str | None) -> str | None:
 
 
 def parse_created_at_ms(value: object) -> int:
-    """Whereby's ISO-8601 `createdAt` as integer epoch milliseconds (UTC assumed when no offset is given).
-
-    Raises ValueError for anything that is not a date-time string.
-    """
-    if value.__class__ is not str:
-        raise ValueError("not a string")
-    text: str = value  # type: ignore[assignment]
-    if len(text) == 24 and text[19] == "." and text[23] == "Z":
-        # Whereby's own form, `2023-10-31T13:09:44.373Z` (hot path): the whole seconds come from a small
-        # cache (events arrive roughly in time order, so many share a second), the milliseconds are added.
-        millis = text[20:23]
-        if millis.isdigit() and millis.isascii():
-            second = _SECONDS.get(text[:19])
-            if second is None:
-                second = (datetime.fromisoformat(text[:19]) - _EPOCH_NAIVE) // _MS  # ValueError if invalid
-                if len(_SECONDS) >= _SECONDS_CACHE_SIZE:
-                    _SECONDS.clear()
-                _SECONDS[text[:19]] = second
-            return second + int(millis)
-    if text.endswith(("Z", "z")):
-        # Whereby's own form: parse it as naive UTC, skipping the offset machinery.
-        when = datetime.fromisoformat(text[:-1])
-        if when.tzinfo is not None:  # an offset and a `Z` (`…44-01:00Z`): not a date-time
-            raise ValueError("both an offset and Z")
-        return (when - _EPOCH_NAIVE) // _MS
-    when = datetime.fromisoformat(text)
-    if when.tzinfo is None:
-        # A missing offset must not silently become the host's local time.
-        return (when - _EPOCH_NAIVE) // _MS
-    # timedelta floor division is exact; float timestamps can be off by one millisecond.
-    return (when - _EPOCH) // _MS
+    """Whereby's `createdAt` as integer epoch milliseconds (UTC): the shared rule of `pipeline.envelope`
+    (an offset is required). Raises ValueError for anything that is not such a date-time."""
+    return envelope.created_at_ms(value)
 
 
 def _text(value: object) -> str | None:
@@ -90,37 +53,23 @@ def _text(value: object) -> str | None:
     return value if value.__class__ is str and value else None  # type: ignore[return-value]
 
 
-def _envelope(body: bytes) -> tuple[dict[str, Any], str, str, int, dict[str, Any]]:
-    """Validate the envelope: (document, id, type, createdAt ms, data) or BadEvent."""
+def _envelope(body: bytes) -> envelope.Envelope:
+    """The shared envelope check (same rules and reasons as ingest), then enrich's own rule; or BadEvent."""
     try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise BadEvent("invalid_json", "body is not valid JSON") from None
-    if not isinstance(doc, dict):
-        raise BadEvent("invalid_envelope", "body is not a JSON object")
-    event_id = doc.get("id")
-    if not isinstance(event_id, str) or not event_id:
-        raise BadEvent("invalid_envelope", "`id` must be a non-empty string")
-    event_type = doc.get("type")
-    if not isinstance(event_type, str) or not event_type:
-        raise BadEvent("invalid_envelope", "`type` must be a non-empty string", event_id)
-    try:
-        created_at_ms = parse_created_at_ms(doc.get("createdAt"))
-    except (ValueError, OverflowError):
-        raise BadEvent("invalid_envelope", "`createdAt` must be an ISO-8601 date-time", event_id) from None
-    data = doc.get("data")
-    if not isinstance(data, dict):
-        raise BadEvent("invalid_envelope", "`data` must be an object", event_id)
+        env = envelope.check(body)
+    except envelope.EnvelopeError as exc:
+        raise BadEvent(exc.reason, exc.detail, envelope.event_id_of(body)) from None
     # In-room events are useless without the room (and client events without the participant): usage is
     # keyed on (roomName, participantId). Other and unknown types are kept with whatever they carry.
+    event_type, data = env.event_type, env.data
     if event_type.startswith("room."):
-        if not isinstance(data.get("roomName"), str) or not data["roomName"]:
-            raise BadEvent("missing_field", f"`data.roomName` is required for {event_type}", event_id)
+        if env.room_name is None:
+            raise BadEvent("missing_field", f"`data.roomName` is required for {event_type}", env.event_id)
         if event_type.startswith("room.client.") and (
             not isinstance(data.get("participantId"), str) or not data["participantId"]
         ):
-            raise BadEvent("missing_field", f"`data.participantId` is required for {event_type}", event_id)
-    return doc, event_id, event_type, created_at_ms, data
+            raise BadEvent("missing_field", f"`data.participantId` is required for {event_type}", env.event_id)
+    return env
 
 
 def enrich(body: bytes, headers: dict[str, str], dims: DimensionTable, *, now_ms: int) -> EnrichedEvent:
@@ -168,9 +117,10 @@ _dumps = orjson.dumps
 def _enrich(
     body: bytes, received: bytes | str | None, source: bytes | str | None, dims: DimensionTable, now_ms: int
 ) -> EnrichedEvent:
-    doc, event_id, event_type, created_at_ms, data = _envelope(body)
+    env = _envelope(body)
+    doc, data, event_id, event_type, created_at_ms = env.doc, env.data, env.event_id, env.event_type, env.created_at_ms
     get = data.get
-    room_name = _text(get("roomName")) or ""
+    room_name = env.room_name or ""
 
     match = dims.resolve_room(room_name) if room_name else None
     if match is not None:

@@ -37,7 +37,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.partitioner import murmur2
 from prometheus_client import Counter, Histogram
 
-from enrich.dimensions import DimensionTable
+from enrich.dimensions import DimensionError, DimensionTable
 from enrich.dimtopic import DimensionFollower
 from enrich.enricher import CUSTOMER_RESOLUTIONS, USER_RESOLUTIONS, BadEvent, enrich_record
 from pipeline import contract, kafka, lag
@@ -115,7 +115,7 @@ class EnrichService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.table = DimensionTable()
-        self._dims = DimensionFollower(settings, self.table)
+        self._dims = DimensionFollower(settings, self.table, on_rejected=self._dead_letter_dimension)
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._batch_lock = asyncio.Lock()
@@ -301,6 +301,32 @@ class EnrichService:
         )
         future: asyncio.Future[Any] = await self._producer.send(self.settings.topic_deadletter, row, key=record.key)
         return future
+
+    async def _dead_letter_dimension(self, record: ConsumerRecord[bytes, bytes], exc: DimensionError) -> None:
+        """Dead-letter a dimension record the table refused, and wait for the acknowledgement.
+
+        A failed send is logged and not retried: the record stays skipped and counted either way, and the
+        sink dead-letters the same invalid record from its committed position.
+        """
+        assert self._producer is not None
+        row = contract.bad_row(
+            stage="enrich",
+            reason=exc.reason,
+            detail=str(exc),
+            payload=record.value,
+            source_topic=record.topic,
+            source_partition=record.partition,
+            source_offset=record.offset,
+        )
+        try:
+            await (await self._producer.send(self.settings.topic_deadletter, row, key=record.key))
+        except KafkaError as error:
+            log.error(
+                "rejected dimension record not dead-lettered",
+                extra={"offset": record.offset, "error": type(error).__name__},
+            )
+            return
+        DEADLETTERS.labels(exc.reason).inc()
 
     async def _copartitioned_count(self) -> int:
         """The partition count shared by the raw and enriched topics, or 0 when they differ (or are unknown).

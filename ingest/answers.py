@@ -87,6 +87,18 @@ def unsupported_media_type() -> Answer:
     )
 
 
+def unsupported_encoding() -> Answer:
+    """415 for a body sent with a Content-Encoding other than `identity` (it is never read or inflated)."""
+    return _error(
+        415,
+        REJECTED,
+        "unsupported_encoding",
+        "unsupported_media_type",
+        "Content-Encoding must be identity: send the JSON uncompressed",
+        close_connection=True,
+    )
+
+
 def payload_too_large(limit: int, *, declared: bool) -> Answer:
     """413. The connection is closed rather than drained, so the rest of the body is never read."""
     return _error(
@@ -95,6 +107,23 @@ def payload_too_large(limit: int, *, declared: bool) -> Answer:
         "declared_too_large" if declared else "body_too_large",
         "payload_too_large",
         f"body is larger than {limit} bytes",
+        close_connection=True,
+    )
+
+
+def body_timeout(timeout_s: float) -> Answer:
+    """408 when the body did not arrive within WEBHOOK_BODY_TIMEOUT_S of the headers; the connection is closed.
+
+    A 4xx: Whereby sends its small bodies with the headers, so a body this late comes from a client
+    holding the connection open. Were it Whereby on a bad network, it stopped waiting after its own 5 s
+    (which started before our timer did) and retries on its own, whatever we answer.
+    """
+    return _error(
+        408,
+        REJECTED,
+        "body_timeout",
+        "request_timeout",
+        f"the body did not arrive within {timeout_s:g}s",
         close_connection=True,
     )
 
@@ -149,9 +178,11 @@ REASONS = frozenset(
         "stored",
         "method_not_allowed",
         "unsupported_media_type",
+        "unsupported_encoding",
         "declared_too_large",
         "body_too_large",
         "incomplete_body",
+        "body_timeout",
         "missing_header",
         "malformed_header",
         "timestamp",

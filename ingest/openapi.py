@@ -31,8 +31,9 @@ def document(settings: Settings, webhook_path: str) -> dict[str, Any]:
             "operationId": "receiveWherebyWebhook",
             "summary": "Receive one Whereby webhook event",
             "description": (
-                "Checks, in order: method (405), Content-Type application/json (415), body size up to "
-                f"{settings.webhook_max_bytes} bytes (413), Whereby-Signature (401), envelope (400; the signed "
+                "Checks, in order: method (405), Content-Type application/json and no Content-Encoding but "
+                f"identity (415), body size up to {settings.webhook_max_bytes} bytes (413), the whole body within "
+                f"{settings.webhook_body_timeout_s:g}s (408), Whereby-Signature (401), envelope (400; the signed "
                 "body also goes to the dead-letter topic). Answers 202 only after the broker acknowledged the "
                 "record on the raw topic; 503 with Retry-After when it could not be stored in time."
             ),
@@ -63,10 +64,12 @@ def document(settings: Settings, webhook_path: str) -> dict[str, Any]:
                     "Method other than POST",
                     headers={"Allow": {"description": "Always POST", "schema": {"type": "string"}}},
                 ),
+                "408": _error_response(f"Body not complete within {settings.webhook_body_timeout_s:g}s of the headers"),
                 "413": _error_response(f"Body larger than {settings.webhook_max_bytes} bytes"),
-                "415": _error_response("Content-Type is not application/json"),
+                "415": _error_response("Content-Type is not application/json, or Content-Encoding is not identity"),
                 "503": _error_response(
-                    "Not stored (broker unavailable, saturated or shutting down)", headers=_RETRY_AFTER
+                    "Not stored (broker unavailable, saturated, shutting down or too many open connections)",
+                    headers=_RETRY_AFTER,
                 ),
             },
         }

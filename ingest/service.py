@@ -145,11 +145,7 @@ class IngestService:
     async def handle_webhook(self, request: web.Request) -> web.Response:
         """Answer one webhook request; see the module docstring and `ingest.answers` for the answers."""
         started = time.perf_counter()
-        self._in_flight += 1
-        try:
-            answer = await self._answer(request)
-        finally:
-            self._in_flight -= 1
+        answer = await self._answer(request)
         if isinstance(answer, str):  # stored (the hot path): its event id; answered without an Answer object
             _STORED_REQUESTS.inc()
             _ACCEPTED_DURATION.observe(time.perf_counter() - started)
@@ -160,8 +156,13 @@ class IngestService:
     async def _expect(self, request: web.Request) -> web.StreamResponse | None:
         """`Expect: 100-continue`: refuse on the headers alone, before the client sends the body."""
         started = time.perf_counter()
+        headers = request.headers
         rejection = admission.check_headers(
-            request.method, request.headers.get("Content-Type"), request.content_length, self.settings.webhook_max_bytes
+            request.method,
+            headers.get("Content-Type"),
+            request.content_length,
+            self.settings.webhook_max_bytes,
+            headers.get("Content-Encoding"),
         )
         if rejection is not None:
             _observe(rejection, started)
@@ -176,20 +177,33 @@ class IngestService:
         """The answer to one request, or the event id when it was stored (202)."""
         received_at_ms = contract.now_ms()
         limit = self.settings.webhook_max_bytes
+        headers = request.headers
         rejection = admission.check_headers(
-            request.method, request.headers.get("Content-Type"), request.content_length, limit
+            request.method, headers.get("Content-Type"), request.content_length, limit, headers.get("Content-Encoding")
         )
         if rejection is not None:
             return rejection
         if not self._accepting or self._raw is None or self._deadletter is None:
             return answers.shutting_down()
-        raw, deadletter = self._raw, self._deadletter
-        if self._in_flight > self.settings.max_in_flight:
-            return answers.saturated()
 
-        body = await _read_body(request, limit)
+        body = await _read_body(request, limit, self.settings.webhook_body_timeout_s)
         if isinstance(body, Answer):
             return body
+        # In flight only once the body is in: a request still sending its body holds a connection (capped
+        # by HTTP_MAX_CONNECTIONS, dropped after WEBHOOK_BODY_TIMEOUT_S) but never one of the slots that
+        # bound produce memory, so slow or withheld bodies cannot turn real webhooks away with 503.
+        if self._in_flight >= self.settings.max_in_flight:
+            return answers.saturated()
+        self._in_flight += 1
+        try:
+            return await self._store_event(body, request, received_at_ms)
+        finally:
+            self._in_flight -= 1
+
+    async def _store_event(self, body: bytes, request: web.Request, received_at_ms: int) -> Answer | str:
+        """Verify, check and store one body that has been read in full (the in-flight part of a request)."""
+        raw, deadletter = self._raw, self._deadletter
+        assert raw is not None and deadletter is not None
         metrics.BODY_SIZE.observe(len(body))
 
         try:
@@ -254,8 +268,9 @@ async def _store(
     return failure
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes | Answer:
-    """Read at most `limit` bytes; one byte more means 413 and the rest is never read."""
+async def _read_body(request: web.Request, limit: int, timeout_s: float) -> bytes | Answer:
+    """Read at most `limit` bytes within `timeout_s`; one byte more means 413 and the rest is never read,
+    a body still incomplete after `timeout_s` means 408 (and the connection is closed)."""
     stream = request.content
     declared = request.content_length  # already checked against `limit`; None when chunked
     chunks: list[bytes] = []
@@ -271,16 +286,20 @@ async def _read_body(request: web.Request, limit: int) -> bytes | Answer:
                 return body
             chunks.append(body)
             size = len(body)
-        while True:
-            chunk = await stream.read(limit + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                return answers.payload_too_large(limit, declared=False)
-            if size == declared:
-                break  # aiohttp never delivers more than the declared length: no need to wait for EOF
+        # The rest is still on its way: bounded in time as well as in size (the fast path above never waits).
+        async with asyncio.timeout(timeout_s):
+            while True:
+                chunk = await stream.read(limit + 1 - size)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > limit:
+                    return answers.payload_too_large(limit, declared=False)
+                if size == declared:
+                    break  # aiohttp never delivers more than the declared length: no need to wait for EOF
+    except TimeoutError:
+        return answers.body_timeout(timeout_s)
     except (HttpProcessingError, ConnectionError):
         return answers.incomplete_body()
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)

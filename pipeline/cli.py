@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import kafka, logs
-from pipeline.runner import Service, serve
+from pipeline.runner import Service, http_limits, serve
 from pipeline.settings import ConfigError, Settings
 
 STAGE_CLIS = ("ingest.cli", "enrich.cli", "sink.cli")
@@ -33,7 +33,7 @@ def run_service(factory: Callable[[Settings], Service], host_port: Callable[[Set
     service = factory(settings)
     logs.configure(service.name)
     host, port = host_port(settings)
-    return asyncio.run(serve(service, host, port))
+    return asyncio.run(serve(service, host, port, limits=http_limits(settings)))
 
 
 def run_async(coro: Coroutine[Any, Any, int]) -> int:

@@ -16,7 +16,8 @@ from typing import Protocol
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from pipeline.settings import ConfigError
+from pipeline.httpserver import HttpLimits, HttpServer
+from pipeline.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,14 @@ def build_app(service: Service, *, client_max_size: int = 1024**2) -> web.Applic
     return app
 
 
-async def serve(service: Service, host: str, port: int, *, shutdown_timeout_s: float = 10.0) -> int:
+def http_limits(settings: Settings) -> HttpLimits:
+    """The connection limits of a stage's HTTP port (HTTP_MAX_CONNECTIONS, HTTP_IDLE_TIMEOUT_S)."""
+    return HttpLimits(max_connections=settings.http_max_connections, idle_timeout_s=settings.http_idle_timeout_s)
+
+
+async def serve(
+    service: Service, host: str, port: int, *, limits: HttpLimits | None = None, shutdown_timeout_s: float = 10.0
+) -> int:
     """Run `service` with its HTTP endpoints until a signal or a failure; returns a process exit code."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
@@ -84,14 +92,12 @@ async def serve(service: Service, host: str, port: int, *, shutdown_timeout_s: f
             await service.stop()
         return 1
 
-    runner = web.AppRunner(build_app(service), shutdown_timeout=shutdown_timeout_s, access_log=None)
-    await runner.setup()
+    server = HttpServer(build_app(service), host, port, limits or HttpLimits(), shutdown_timeout_s=shutdown_timeout_s)
     try:
-        await web.TCPSite(runner, host, port).start()
+        await server.start()
     except OSError as exc:
         log.error(f"cannot listen on {host}:{port}: {exc.strerror}; set another port", extra={"service": service.name})
         await service.stop()
-        await runner.cleanup()
         return 2
     log.info(f"{service.name} listening on http://{host}:{port}", extra={"service": service.name})
 
@@ -109,7 +115,7 @@ async def serve(service: Service, host: str, port: int, *, shutdown_timeout_s: f
     log.info(f"{service.name} stopping: draining in-flight work", extra={"service": service.name})
     # Stop listening first and let in-flight requests finish (bounded), then let the stage drain,
     # flush and commit: a request that got its answer has already been produced.
-    await runner.cleanup()
+    await server.stop()
     await service.stop()
     if not work.done():
         with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):

@@ -21,6 +21,38 @@ class ConfigError(Exception):
     """A setting is missing or invalid. The message is meant for the operator, as is."""
 
 
+# A replay window longer than an hour would let a captured request be re-sent long after the fact; the
+# signature check's purpose is gone by then (Whereby's own sample allows 60 s, we default to 300 s).
+MAX_WEBHOOK_TOLERANCE_S = 3600
+# Whereby generates long random signing secrets; anything short or a template's placeholder means the
+# real one was never put in, and an endpoint on the internet would accept forgeries signed with it.
+MIN_WEBHOOK_SECRET_CHARS = 16
+PLACEHOLDER_MARKERS = ("replace", "changeme")
+
+
+def check_webhook_secrets(secrets: tuple[str, ...], variable: str = "WHEREBY_WEBHOOK_SECRET") -> None:
+    """Refuse an empty list, a secret shorter than 16 characters or one containing a placeholder marker
+    (`REPLACE`, `changeme`, any case). The message names `variable` and the secret's position, never its value."""
+    if not secrets:
+        raise ConfigError(
+            f"{variable} is not set: set it to the signing secret shown in Whereby's "
+            "dashboard (Configure -> Webhooks); separate several with commas during rotation"
+        )
+    for position, secret in enumerate(secrets, start=1):
+        which = f"secret {position} of {len(secrets)}" if len(secrets) > 1 else "the secret"
+        lowered = secret.lower()
+        if any(marker in lowered for marker in PLACEHOLDER_MARKERS):
+            raise ConfigError(
+                f"{variable}: {which} is a placeholder (contains REPLACE or changeme); "
+                "set the signing secret shown in Whereby's dashboard"
+            )
+        if len(secret) < MIN_WEBHOOK_SECRET_CHARS:
+            raise ConfigError(
+                f"{variable}: {which} is shorter than {MIN_WEBHOOK_SECRET_CHARS} characters; "
+                "set the signing secret shown in Whereby's dashboard"
+            )
+
+
 def _dotenv(path: Path) -> dict[str, str]:
     """Read KEY=VALUE lines from a .env file; the real environment always wins over it."""
     values: dict[str, str] = {}
@@ -93,6 +125,11 @@ class Settings:
     webhook_max_bytes: int
     produce_timeout_s: float
     max_in_flight: int
+    # How long ingest waits for a webhook body once the headers are in (then 408).
+    webhook_body_timeout_s: float
+    # Every stage's HTTP port: open connections before new ones get 503, and the idle/header timeout.
+    http_max_connections: int
+    http_idle_timeout_s: float
 
     ingest_host: str
     ingest_port: int
@@ -102,6 +139,9 @@ class Settings:
     sink_port: int
     # Bearer token for the read API and usage page; required when SINK_HOST is not a loopback address.
     read_api_token: str
+    # Read API queries: stopped by ClickHouse after this long, run in this many threads of their own.
+    read_query_timeout_s: float
+    read_query_threads: int
 
     enrich_group: str
     sink_group: str
@@ -154,10 +194,13 @@ class Settings:
             topic_partitions=env.integer("KAFKA_TOPIC_PARTITIONS", 6, low=1, high=10_000),
             topic_replication_factor=env.integer("KAFKA_REPLICATION_FACTOR", 1, low=1, high=16),
             webhook_secrets=secrets,
-            webhook_tolerance_s=env.integer("WEBHOOK_TOLERANCE_S", 300, low=1),
+            webhook_tolerance_s=env.integer("WEBHOOK_TOLERANCE_S", 300, low=1, high=MAX_WEBHOOK_TOLERANCE_S),
             webhook_max_bytes=env.integer("WEBHOOK_MAX_BYTES", 64 * 1024, low=1024),
             produce_timeout_s=env.number("PRODUCE_TIMEOUT_S", 3.0),
             max_in_flight=env.integer("INGEST_MAX_IN_FLIGHT", 2000, low=1),
+            webhook_body_timeout_s=env.number("WEBHOOK_BODY_TIMEOUT_S", 5.0),
+            http_max_connections=env.integer("HTTP_MAX_CONNECTIONS", 4096, low=1, high=1_000_000),
+            http_idle_timeout_s=env.number("HTTP_IDLE_TIMEOUT_S", 15.0),
             ingest_host=env.text("INGEST_HOST", "0.0.0.0"),
             ingest_port=env.port("INGEST_PORT", 8080),
             enrich_host=env.text("ENRICH_HOST", "127.0.0.1"),
@@ -165,6 +208,8 @@ class Settings:
             sink_host=env.text("SINK_HOST", "127.0.0.1"),
             sink_port=env.port("SINK_PORT", 8082),
             read_api_token=env.text("READ_API_TOKEN", ""),
+            read_query_timeout_s=env.number("READ_QUERY_TIMEOUT_S", 30.0),
+            read_query_threads=env.integer("READ_QUERY_THREADS", 4, low=1, high=64),
             enrich_group=env.text("ENRICH_GROUP", "whereby-enrich"),
             sink_group=env.text("SINK_GROUP", "whereby-sink"),
             clickhouse_url=clickhouse_url,
@@ -193,10 +238,10 @@ class Settings:
         return self.clickhouse_access.connect_kwargs(self.clickhouse_url)
 
     def require_webhook_secrets(self) -> tuple[str, ...]:
-        """The signing secrets, or a ConfigError telling the operator what to set."""
-        if not self.webhook_secrets:
-            raise ConfigError(
-                "WHEREBY_WEBHOOK_SECRET is not set: set it to the signing secret shown in Whereby's "
-                "dashboard (Configure -> Webhooks); separate several with commas during rotation"
-            )
+        """The signing secrets, or a ConfigError telling the operator what to set (see `check_webhook_secrets`).
+
+        Checked here, by the stage that verifies signatures, rather than in `from_env`: enrich and sink
+        never use the secret and must not refuse to start over it.
+        """
+        check_webhook_secrets(self.webhook_secrets)
         return self.webhook_secrets

@@ -32,6 +32,7 @@ MAX_LIMIT = 100
 # fromUnixTimestamp64Milli bounds for "all time": DateTime64(3) covers 1900..2299.
 ALL_TIME = (0, 10_413_791_999_000)  # 1970-01-01 .. 2299-12-31T23:59:59Z
 INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
 
 _DATABASE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -121,8 +122,10 @@ def parse_limit(args: Mapping[str, str], maximum: int = MAX_LIMIT) -> int:
     raw = args.get("limit", "")
     if raw == "":
         return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
-        raise BadParameter(f"limit must be a whole number from 1 to {maximum}, got {raw!r}")
+    # ASCII digits only, and few of them: str.isdigit() also takes `²` (U+00B2) or Arabic-Indic digits,
+    # which int() then refuses (or reads), and int() of thousands of digits hits Python's own limit.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= len(str(maximum))) or not 1 <= int(raw) <= maximum:
+        raise BadParameter(f"limit must be a whole number from 1 to {maximum}, got {raw[:40]!r}")
     return int(raw)
 
 
@@ -181,9 +184,10 @@ def decode_cursor(raw: str, sort: str, fingerprint: str, sort_spec: Sort) -> lis
     key: list[Any] = doc["k"]
     expected = [int if t == "Int64" else str for t in sort_spec.types]
     if len(key) != len(expected) or not all(
-        type(v) is kind
-        for v, kind in zip(key, expected, strict=True)  # bool is not an int here
+        type(v) is kind and (type(v) is not int or INT64_MIN <= v <= INT64_MAX)  # bool is not an int here
+        for v, kind in zip(key, expected, strict=True)
     ):
+        # A number outside Int64 cannot be bound to its {_cN:Int64} placeholder: only a forged cursor has one.
         raise BadParameter("cursor is not valid: pass back the cursor of the previous page unchanged")
     return key
 

@@ -29,6 +29,7 @@ class ReadApiService:
         self.host = host
         self.client: Client | None = None
         self._stopping = asyncio.Event()
+        self._pool = readapi.ReadPool(settings.read_query_threads)
 
     async def start(self) -> None:
         readapi.check_access(self.host, self.settings.read_api_token, host_variable="--host")
@@ -54,6 +55,7 @@ class ReadApiService:
 
     async def stop(self) -> None:
         self._stopping.set()
+        self._pool.close()
         if self.client is not None:
             client, self.client = self.client, None
             await asyncio.to_thread(client.close)
@@ -63,9 +65,10 @@ class ReadApiService:
 
     def routes(self) -> list[web.RouteDef]:
         return readapi.routes(
-            readapi.client_runner(lambda: self.client),
+            readapi.client_runner(lambda: self.client, timeout_s=self.settings.read_query_timeout_s),
             self.settings.clickhouse_database,
             token=self.settings.read_api_token,
+            pool=self._pool,
         )
 
 

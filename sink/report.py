@@ -131,25 +131,48 @@ def fetch_api(
     return results
 
 
-def fetch_clickhouse(url: str, database: str, by: str, params: dict[str, str]) -> list[dict[str, Any]]:
-    """The same results, computed straight on a ClickHouse server (or a chdb directory no sink holds)."""
+def fetch_clickhouse(
+    url: str, database: str, by: str, params: dict[str, str], *, timeout_s: float = 30.0
+) -> list[dict[str, Any]]:
+    """The same results, computed straight on a ClickHouse server (or a chdb directory no sink holds),
+    read-only and stopped after `timeout_s`, as the read API runs them."""
     try:
         query = queries.ENDPOINTS[ENDPOINT[by]](database, params)
     except queries.BadParameter as exc:
         raise ReportError(str(exc), usage=True) from None
     client = store.connect(url)
     try:
-        rows = store.query_dicts(client, query.sql, query.params)
+        rows = store.query_dicts(client, query.sql, query.params, store.read_settings(timeout_s))
     finally:
         client.close()
     results: list[dict[str, Any]] = queries.result(query, rows)["results"]
     return results
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (`=HYPERLINK(...)`, `+cmd|...`,
+# `@SUM(...)`; tab and CR can hide such a start). Names and ids come from the dimensions topic and from
+# the end user's browser (externalId), so every text cell that starts with one gets a leading `'`, as
+# OWASP's CSV-injection guidance recommends; spreadsheets show the text and run nothing.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value: Any) -> Any:
+    """`value` as a CSV cell a spreadsheet will not evaluate: text starting like a formula is prefixed
+    with `'`; numbers (a negative count is still a number) and None are left as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def _printable(text: str) -> str:
+    """Control characters shown as escapes, so a name cannot move the cursor or recolour a terminal."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
 def _cell(column: Column, value: Any) -> str:
     if value is None:
         return UNRESOLVED if column.field == "customer_id" else "-"
-    return str(value)
+    return _printable(str(value))
 
 
 def render_table(by: str, rows: Sequence[dict[str, Any]]) -> str:
@@ -174,13 +197,16 @@ def render_table(by: str, rows: Sequence[dict[str, Any]]) -> str:
 
 
 def render_csv(by: str, rows: Sequence[dict[str, Any]]) -> str:
-    """CSV with the result field names as the header; NULL is an empty cell."""
+    """CSV (RFC 4180) with the result field names as the header; NULL is an empty cell; text that a
+    spreadsheet would run as a formula is escaped (see `csv_safe`)."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    # RFC 4180 line ends: with CRLF as the terminator, the csv module also quotes a field holding a lone
+    # CR (with "\n" it would not, and a CR inside a name would split the row for every reader).
+    writer = csv.writer(out, lineterminator="\r\n")
     fields = [c.field for c in COLUMNS[by]]
     writer.writerow(fields)
     for row in rows:
-        writer.writerow(["" if row.get(f) is None else row.get(f) for f in fields])
+        writer.writerow(["" if row.get(f) is None else csv_safe(row.get(f)) for f in fields])
     return out.getvalue()
 
 
@@ -199,7 +225,13 @@ def usage(args: argparse.Namespace) -> int:
     try:
         params = request_args(args)
         if args.clickhouse:
-            rows = fetch_clickhouse(args.clickhouse, args.database or settings.clickhouse_database, args.by, params)
+            rows = fetch_clickhouse(
+                args.clickhouse,
+                args.database or settings.clickhouse_database,
+                args.by,
+                params,
+                timeout_s=settings.read_query_timeout_s,
+            )
         else:
             rows = fetch_api(args.api, args.by, params, settings.read_api_token)
     except ReportError as exc:

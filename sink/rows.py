@@ -2,8 +2,9 @@
 
 Enriched events are inserted as the JSON the enrich stage wrote (JSONEachRow into `events_input`):
 ClickHouse converts them, and rejects a malformed one, which the writer then isolates. Here we only
-make sure one record is one line. Dimension records are few, so they are validated here and inserted
-as rows.
+make sure one record is one line. Dimension records are few: each is decoded and validated by
+`pipeline.dimensions.decode` (the same function enrich applies, so a record is stored here exactly when
+enrich uses it) and inserted as a row.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, cast
 import orjson
 
 from pipeline import contract
+from pipeline.dimensions import Customer, DimensionError, Tombstone, User, decode
 from sink.batch import RecordLike
 
 CUSTOMER_COLUMNS = ("customer_id", "name", "room_name_prefixes", "attributes", "deleted", "version")
@@ -64,60 +66,36 @@ def single_lines_size(values: Sequence[bytes | None]) -> int | None:
     return len(joined) - len(lines) + 1
 
 
-def _text(value: Any) -> str | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, str | int):
-        return str(value)
-    raise BadRow("invalid_dimension", f"expected a string, got {type(value).__name__}")
-
-
-def _attributes(doc: dict[str, Any]) -> dict[str, str]:
-    attrs = doc.get("attributes") or {}
-    if not isinstance(attrs, dict):
-        raise BadRow("invalid_dimension", "`attributes` must be an object")
-    return {str(k): v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in attrs.items()}
-
-
-def dimension_row(key: bytes | None, value: bytes | None, offset: int) -> tuple[str, list[Any]]:
-    """(table, row) for one record of the dimensions topic; a tombstone becomes a `deleted` row.
+def dimension_row(key: bytes | None, value: bytes | None, offset: int) -> tuple[str, list[Any]] | None:
+    """(table, row) for one record of the dimensions topic; a tombstone becomes a `deleted` row; None for a
+    valid record of a kind the sink does not store. BadRow (`invalid_dimension`) when it is invalid.
 
     The record's offset is its version: the topic has one partition, so offsets order all updates.
     """
-    text = (key or b"").decode("utf-8", "replace")
-    if text.startswith(contract.DIM_CUSTOMER_PREFIX):
-        kind, ident = CUSTOMERS_TABLE, text.removeprefix(contract.DIM_CUSTOMER_PREFIX)
-    elif text.startswith(contract.DIM_USER_PREFIX):
-        kind, ident = USERS_TABLE, text.removeprefix(contract.DIM_USER_PREFIX)
-    else:
-        raise BadRow("invalid_dimension", f"dimension key {text[:80]!r} must start with 'customer:' or 'user:'")
-    if not ident:
-        raise BadRow("invalid_dimension", "dimension key has an empty id")
-    if value is None:
-        if kind == CUSTOMERS_TABLE:
-            return kind, [ident, None, [], {}, True, offset]
-        return kind, [ident, None, None, None, None, {}, True, offset]
     try:
-        doc = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        raise BadRow("invalid_dimension", "dimension record is not valid JSON") from None
-    if not isinstance(doc, dict):
-        raise BadRow("invalid_dimension", "dimension record must be a JSON object")
-    if kind == CUSTOMERS_TABLE:
-        prefixes = doc.get("room_name_prefixes") or []
-        if not isinstance(prefixes, list) or not all(isinstance(p, str) for p in prefixes):
-            raise BadRow("invalid_dimension", "`room_name_prefixes` must be a list of strings")
-        return kind, [ident, _text(doc.get("name")), prefixes, _attributes(doc), False, offset]
-    return kind, [
-        ident,
-        _text(doc.get("user_id")) or ident,
-        _text(doc.get("customer_id")),
-        _text(doc.get("name")),
-        _text(doc.get("email")),
-        _attributes(doc),
-        False,
-        offset,
-    ]
+        record = decode(key, value)
+    except DimensionError as exc:
+        raise BadRow(exc.reason, str(exc)) from None
+    if isinstance(record, Customer):
+        prefixes = list(record.room_name_prefixes)
+        return CUSTOMERS_TABLE, [record.customer_id, record.name, prefixes, dict(record.attributes), False, offset]
+    if isinstance(record, User):
+        return USERS_TABLE, [
+            record.external_id,
+            record.user_id,
+            record.customer_id,
+            record.name,
+            record.email,
+            dict(record.attributes),
+            False,
+            offset,
+        ]
+    if isinstance(record, Tombstone):
+        if record.kind == contract.DIM_CUSTOMER_PREFIX:
+            return CUSTOMERS_TABLE, [record.ident, None, [], {}, True, offset]
+        if record.kind == contract.DIM_USER_PREFIX:
+            return USERS_TABLE, [record.ident, None, None, None, None, {}, True, offset]
+    return None
 
 
 ARCHIVE_TABLE = "raw_archive"

@@ -88,6 +88,8 @@ class SinkService:
         self._run_finished: asyncio.Event | None = None
         self._ready = False
         self._failure: BaseException | None = None
+        # The read API's threads: never asyncio's default executor, which the writer's inserts use.
+        self._read_pool = readapi.ReadPool(settings.read_query_threads)
 
     def fail(self, exc: BaseException) -> None:
         """Record a failure raised outside the run loop (in the rebalance listener); run() raises it."""
@@ -127,8 +129,8 @@ class SinkService:
 
     def routes(self) -> list[web.RouteDef]:
         # The read API and page: in embedded mode only this process can open the store.
-        run = readapi.client_runner(lambda: self.client)
-        return readapi.routes(run, self.db, token=self.settings.read_api_token)
+        run = readapi.client_runner(lambda: self.client, timeout_s=self.settings.read_query_timeout_s)
+        return readapi.routes(run, self.db, token=self.settings.read_api_token, pool=self._read_pool)
 
     async def run(self) -> None:
         self._run_finished = finished = asyncio.Event()
@@ -361,6 +363,7 @@ class SinkService:
         if self._producer is not None:
             producer, self._producer = self._producer, None
             await producer.stop()
+        self._read_pool.close()
         if self.deriver is not None:
             await self.deriver.stop()
         for name in ("_derive_client", "client"):

@@ -178,7 +178,24 @@ def migrate(client: Client, database: str, cluster: str = "") -> list[str]:
         raise ConfigError(f"ClickHouse schema migration failed: {exc}") from None
 
 
-def query_dicts(client: Client, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def read_settings(timeout_s: float) -> dict[str, Any]:
+    """Query settings for every read the read API and the report make: read-only, bounded in time.
+
+    `readonly=1` refuses anything but reading, including changing settings from the query; the
+    settings given here are applied together with it, so they still take effect. It does not get in the
+    way of parameterised queries: `{name:Type}` values are bound as query parameters, not settings
+    (readonly=2, which also lets a query change settings, would only be needed if it did).
+    `max_execution_time` makes the server stop a query that runs longer (error 159, TIMEOUT_EXCEEDED).
+
+    Only for SELECTs: the embedded engine applies a SETTINGS clause of a statement such as CREATE to the
+    whole session, which the sink's writer shares, so a non-SELECT must never carry these.
+    """
+    return {"readonly": 1, "max_execution_time": max(1, round(timeout_s))}
+
+
+def query_dicts(
+    client: Client, sql: str, parameters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """Run a parameterised query and return rows as dicts (for tests, the CLI and the read API)."""
-    result = client.query(sql, parameters=parameters or {})
+    result = client.query(sql, parameters=parameters or {}, settings=settings)
     return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]

@@ -150,10 +150,18 @@ class ClickHouseWriter:
         rows: dict[str, dict[int, list[Any]]] = {CUSTOMERS_TABLE: {}, USERS_TABLE: {}}
         for record in batch.dimensions:
             try:
-                table, row = dimension_row(record.key, record.value, record.offset)
+                found = dimension_row(record.key, record.value, record.offset)
             except BadRow as exc:
                 total.rejected.append(DeadLetter(record, exc.reason, exc.detail))
                 continue
+            except Exception as exc:
+                # A bug must not stop the sink on this record at every restart: dead-letter it like an
+                # invalid one (the type only in the detail's head; the record itself is in the bad row).
+                total.rejected.append(DeadLetter(record, "internal_error", f"{type(exc).__name__}: {exc}"))
+                continue
+            if found is None:
+                continue  # a valid kind of record that has no table here
+            table, row = found
             by_table[table].append(record)
             rows[table][record.offset] = row
         parts = [(table, recs, self._dimension_insert(table, rows[table])) for table, recs in by_table.items()]

@@ -92,12 +92,11 @@ class Running:
         self.http = http
         self.url = ""
         self._task: asyncio.Task[None] | None = None
-        self._runner: Any = None
+        self.server: Any = None  # the pipeline.httpserver.HttpServer, with `http=True`
 
     async def __aenter__(self) -> Running:
-        from aiohttp import web
-
-        from pipeline.runner import build_app
+        from pipeline.httpserver import HttpServer
+        from pipeline.runner import build_app, http_limits
 
         try:
             await self.service.start()
@@ -106,17 +105,17 @@ class Running:
             raise
         self._task = asyncio.create_task(self.service.run())
         if self.http:
-            self._runner = web.AppRunner(build_app(self.service), shutdown_timeout=5)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, "127.0.0.1", 0)
-            await site.start()
-            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            self.url = f"http://127.0.0.1:{port}"
+            # The same server, with the same connection limits, as `pipeline.runner.serve` gives the stage.
+            self.server = HttpServer(
+                build_app(self.service), "127.0.0.1", 0, http_limits(self.service.settings), shutdown_timeout_s=5
+            )
+            await self.server.start()
+            self.url = f"http://127.0.0.1:{self.server.port}"
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if self.server is not None:
+            await self.server.stop()
         await self.service.stop()
         if self._task is not None:
             await asyncio.wait_for(self._task, timeout=30)

@@ -136,6 +136,19 @@ async def test_bad_rows_go_to_the_dead_letter_topic_and_the_partition_keeps_movi
     assert all(r.key == room.encode() for r in bad)
 
 
+async def test_an_event_with_deeply_nested_metadata_is_enriched_not_dead_lettered(settings: Settings) -> None:
+    deep = '{"team":' + '{"a":' * 300 + "1" + "}" * 300 + "}"  # orjson reads it, cannot write it back
+    doc = event("room.client.joined", f"/acme-{uuid.uuid4()}", 0, participant="p-1", metadata=deep)
+    await produce_raw(settings, [body(doc)])
+
+    async with Running(EnrichService(settings)):
+        out = await enriched_for(settings, doc["id"])
+        await wait_for(lambda: _all_committed(settings))
+
+    assert (out["metadata"], out["metadata_form"], out["metadata_raw"]) == ({}, "raw", deep)
+    assert await read_topic(settings, settings.topic_deadletter, expect=1, timeout_s=1) == []
+
+
 async def _all_committed(settings: Settings) -> bool:
     return await committed(settings) == await end_offsets(settings)
 

@@ -21,7 +21,7 @@ from ingest.service import OPENAPI_PATH, WEBHOOK_PATH, IngestService
 from pipeline import contract, kafka
 from pipeline.settings import Settings
 from tests.conftest import make_settings
-from tests.support import Running, body, event, read_topic, signed_headers, topic_record_count
+from tests.support import Running, body, event, read_topic, signed_headers, topic_record_count, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -245,13 +245,14 @@ async def test_signature_failures_get_401_naming_the_check(
 async def test_rotation_accepts_old_and_new_secret_and_several_v1_values(
     kafka_bootstrap: str, clickhouse_url: str, http: aiohttp.ClientSession
 ) -> None:
-    s = await isolated_settings(kafka_bootstrap, clickhouse_url, WHEREBY_WEBHOOK_SECRET="new-secret-1, old-secret-0")
+    new_secret, old_secret = "new-secret-1-9f3c2a7d5e", "old-secret-0-4b8e1d6c2a"  # 16+ characters, as required
+    s = await isolated_settings(kafka_bootstrap, clickhouse_url, WHEREBY_WEBHOOK_SECRET=f"{new_secret}, {old_secret}")
     raws = [body(event("room.session.ended", f"/acme-{uuid.uuid4()}", i)) for i in range(4)]
     async with Running(IngestService(s), http=True) as ingest:
-        new = await post(http, ingest.url, raws[0], signed_headers(raws[0], "new-secret-1"))
-        old = await post(http, ingest.url, raws[1], signed_headers(raws[1], "old-secret-0"))
+        new = await post(http, ingest.url, raws[0], signed_headers(raws[0], new_secret))
+        old = await post(http, ingest.url, raws[1], signed_headers(raws[1], old_secret))
         ts = int(time.time())
-        both = signature.sign(raws[2], "retired", ts) + "," + signature.sign(raws[2], "old-secret-0", ts).split(",")[1]
+        both = signature.sign(raws[2], "retired", ts) + "," + signature.sign(raws[2], old_secret, ts).split(",")[1]
         several = await post(http, ingest.url, raws[2], {"Content-Type": "application/json", "Whereby-Signature": both})
         retired = await post(http, ingest.url, raws[3], signed_headers(raws[3], "retired"))
     assert [new[0], old[0], several[0], retired[0]] == [202, 202, 202, 401]
@@ -335,27 +336,40 @@ async def test_saturated_receiver_answers_503_instead_of_queueing(
     kafka_bootstrap: str, clickhouse_url: str, http: aiohttp.ClientSession
 ) -> None:
     s = await isolated_settings(kafka_bootstrap, clickhouse_url, INGEST_MAX_IN_FLIGHT="1")
+    raws = [body(event("room.session.started", f"/acme-{uuid.uuid4()}", i)) for i in range(40)]
     async with Running(IngestService(s), http=True) as ingest:
-        host, port = ingest.url.removeprefix("http://").split(":")
-        # A request whose body is still on its way occupies the only slot...
-        reader, writer = await asyncio.open_connection(host, int(port))
+        # One slot: whichever request is waiting for the broker's acknowledgement holds it, and every
+        # other body read meanwhile is told to come back later instead of queueing.
+        results = await asyncio.gather(*(post(http, ingest.url, raw, signed_headers(raw, SECRET)) for raw in raws))
+    statuses = [status for status, _, _ in results]
+    assert set(statuses) == {202, 503}, statuses
+    for status, answer, headers in results:
+        if status == 503:
+            assert (answer["detail"], headers["Retry-After"]) == ("too many requests in flight", "1")
+    stored = await read_topic(s, s.topic_raw, expect=statuses.count(202))
+    assert sorted(r.value for r in stored) == sorted(raw for raw, st in zip(raws, statuses, strict=True) if st == 202)
+
+
+async def test_a_body_still_on_its_way_holds_no_in_flight_slot(
+    kafka_bootstrap: str, clickhouse_url: str, http: aiohttp.ClientSession
+) -> None:
+    s = await isolated_settings(kafka_bootstrap, clickhouse_url, INGEST_MAX_IN_FLIGHT="1")
+    async with Running(IngestService(s), http=True) as ingest:
+        reader, writer = await asyncio.open_connection("127.0.0.1", ingest.server.port)
         writer.write(
             f"POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             f"Content-Length: 10\r\n\r\n{{}}".encode()
         )
         await writer.drain()
-        await asyncio.sleep(0.2)  # let the server start reading it (ordering, not a timing assertion)
-        # ...so the next one is told to come back later.
+        await wait_for(lambda: ingest.server.requests_started == 1)  # it reached the handler, waiting for its body
         raw = body(event("room.session.started", "/r", 0))
-        status, answer, headers = await post(http, ingest.url, raw, signed_headers(raw, SECRET))
-        assert (status, answer["detail"], headers["Retry-After"]) == (503, "too many requests in flight", "1")
+        status, _, _ = await post(http, ingest.url, raw, signed_headers(raw, SECRET))
+        assert status == 202  # the only slot was free: the first request is still sending its body
         writer.write(b"        ")  # finish the first body: it is answered normally
         await writer.drain()
         first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
         writer.close()
         assert first.startswith(b"HTTP/1.1 401")
-        status, _, _ = await post(http, ingest.url, raw, signed_headers(raw, SECRET))
-        assert status == 202
 
 
 # ---------------------------------------------------------------- operations endpoints
@@ -371,7 +385,7 @@ async def test_health_readiness_and_openapi(gate: Running, http: aiohttp.ClientS
         doc = await response.json()
     assert doc["openapi"].startswith("3.")
     operation = doc["paths"][WEBHOOK_PATH]["post"]
-    assert set(operation["responses"]) == {"202", "400", "401", "405", "413", "415", "503"}
+    assert set(operation["responses"]) == {"202", "400", "401", "405", "408", "413", "415", "503"}
     assert operation["parameters"][0]["name"] == "Whereby-Signature"
     envelope_schema = doc["components"]["schemas"]["Envelope"]
     assert envelope_schema["required"] == ["id", "type", "createdAt", "data"]

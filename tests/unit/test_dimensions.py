@@ -132,7 +132,7 @@ def test_key_must_match_the_record_and_have_a_known_kind() -> None:
         apply(table, "customer:acme", customer("other", "x-"))
     with pytest.raises(DimensionError, match="does not match external_id"):
         apply(table, "user:ext-1", {"external_id": "ext-2"})
-    with pytest.raises(DimensionError, match="must start with 'customer:' or 'user:'"):
+    with pytest.raises(DimensionError, match="must start with one of 'customer:', 'user:'"):
         apply(table, "team:x", {"x": 1})
     with pytest.raises(DimensionError, match="not valid JSON"):
         table.apply(b"user:x", b"{", 7)

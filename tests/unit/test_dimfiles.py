@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 
 from enrich.dimensions import DimensionTable
 from enrich.dimfiles import check_against, parse_customers, parse_users
@@ -74,12 +75,47 @@ def test_csv_header_problems_and_empty_files() -> None:
 
 
 def test_quoted_field_spanning_lines_reports_the_line_the_row_starts_on() -> None:
-    text = 'customer_id,name,room_name_prefix\nc-1,"Two\nLines",ok-\nc-2,Bad,BAD\n'
+    text = 'customer_id,name,room_name_prefix\nc-1,"Two\nLines",ok-\nc-2,Bad,BAD\nc-3,"Three, ok",three-\n'
 
     parsed = parse_customers(text, "c.csv")
 
-    assert parsed.customers["c-1"].name == "Two\nLines"
-    assert [p.line for p in parsed.problems] == [4]
+    assert [p.line for p in parsed.problems] == [2, 4]
+    assert str(parsed.problems[0]) == "c.csv:2: column 2 (name) contains a control character (U+000A); remove it"
+    assert parsed.customers["c-3"].name == "Three, ok"
+
+
+CONTROL = "contains a control character"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("customer_id,name,room_name_prefix\nc-1,Acme\x1b[2J,acme-\n", f"c.csv:2: column 2 (name) {CONTROL} (U+001B)"),
+        (
+            'customer_id,name,room_name_prefix,tier\nc-1,Acme,acme-,"go\rld"\n',
+            f"c.csv:2: column 4 (tier) {CONTROL} (U+000D)",
+        ),
+        ('customer_id,name,room_name_prefix\nc-1,"Acme\tInc",acme-\n', f"c.csv:2: column 2 (name) {CONTROL} (U+0009)"),
+        (
+            '{"customer_id":"c-1","name":"Acme\\u0007","room_name_prefixes":["acme-"]}\n',
+            f"c.jsonl:1: `name` {CONTROL} (U+0007)",
+        ),
+    ],
+    ids=["escape", "carriage-return-in-attribute", "tab", "jsonl-bell"],
+)
+def test_names_with_control_characters_are_refused_naming_file_line_and_column(text: str, message: str) -> None:
+    parsed = parse_customers(text, message.split(":")[0])
+
+    assert [str(p) for p in parsed.problems] == [message + ("; remove it" if "column" in message else "")]
+    assert parsed.customers == {}
+
+
+def test_user_names_with_control_characters_are_refused_too() -> None:
+    parsed = parse_users("external_id,user_id,customer_id,name\next-1,u-1,c-1,Ada\u2028Lovelace\n", "u.csv")
+
+    assert [str(p) for p in parsed.problems] == [
+        "u.csv:2: column 4 (name) contains a control character (U+2028); remove it"
+    ]
 
 
 def test_customers_jsonl() -> None:

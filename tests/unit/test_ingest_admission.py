@@ -46,3 +46,20 @@ def test_method_is_checked_before_media_type_and_size() -> None:
     assert answer is not None and answer.status == 405
     answer = admission.check_headers("POST", "text/plain", LIMIT * 10, LIMIT)
     assert answer is not None and answer.status == 415
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "x-gzip", "GZip", "identity, gzip", "zstd"])
+def test_compressed_bodies_are_refused_before_reading(encoding: str) -> None:
+    answer = admission.check_headers("POST", "application/json", 10, LIMIT, encoding)
+    assert answer is not None
+    assert (answer.status, answer.reason, answer.close_connection) == (415, "unsupported_encoding", True)
+
+
+@pytest.mark.parametrize("encoding", [None, "", "identity", " Identity "])
+def test_an_identity_encoding_passes(encoding: str | None) -> None:
+    assert admission.check_headers("POST", "application/json", 10, LIMIT, encoding) is None
+
+
+def test_media_type_is_checked_before_the_encoding() -> None:
+    answer = admission.check_headers("POST", "text/plain", 10, LIMIT, "gzip")
+    assert answer is not None and answer.reason == "unsupported_media_type"

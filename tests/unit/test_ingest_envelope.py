@@ -29,7 +29,13 @@ _DROP = object()
 def test_valid_envelope_is_parsed() -> None:
     env = envelope.parse(orjson.dumps(VALID))
     assert env == envelope.Envelope(
-        event_id=VALID["id"], event_type="room.client.joined", created_at=VALID["createdAt"], room_name="/acme-3f2b8c1d"
+        event_id=VALID["id"],
+        event_type="room.client.joined",
+        created_at=VALID["createdAt"],
+        room_name="/acme-3f2b8c1d",
+        created_at_ms=1_767_225_600_412,
+        doc=VALID,
+        data=VALID["data"],
     )
 
 

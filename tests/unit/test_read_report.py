@@ -105,3 +105,29 @@ def test_request_args_pass_the_range_and_the_customer_filter() -> None:
 def test_an_unreachable_api_is_a_clear_error() -> None:
     with pytest.raises(report.ReportError, match=r"cannot reach the read API at http://127\.0\.0\.1:9"):
         report.fetch_api("http://127.0.0.1:9", "customer", {}, "", timeout_s=2)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ['=HYPERLINK("http://evil","x")', "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A9)", "\t=1+1", "\r=1+1"],
+)
+def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_escaped(name: str) -> None:
+    rows = [{**CUSTOMERS[0], "customer_id": name, "customer_name": name, "participant_minutes": -3}]
+
+    [_, cells] = list(csv.reader(io.StringIO(report.render("customer", rows, "csv"), newline="")))
+
+    assert cells[:3] == ["'" + name, "'" + name, "-3"]  # text escaped; a number stays a number
+
+
+def test_csv_leaves_ordinary_text_alone() -> None:
+    rows = [{**CUSTOMERS[0], "customer_id": "c-1", "customer_name": "Acme = Best, Inc."}]
+
+    [_, cells] = list(csv.reader(io.StringIO(report.render("customer", rows, "csv"))))
+
+    assert cells[:2] == ["c-1", "Acme = Best, Inc."]
+
+
+def test_the_table_shows_control_characters_as_escapes() -> None:
+    rows = [{**CUSTOMERS[0], "customer_name": "Acme\x1b[2J\x07"}]
+
+    assert "Acme\\x1b[2J\\x07" in report.render_table("customer", rows)

@@ -1,0 +1,202 @@
+"""The Whereby envelope (shared reference §1.3): one check, used by ingest and by enrich.
+
+Ingest refuses (400, dead letter) what enrich could not use, and enrich judges a replayed or hand-written
+raw record by the same rules with the same reason codes. The rules, decided once:
+
+| Field | Rule | Reason when broken |
+|---|---|---|
+| (body) | UTF-8 JSON | `invalid_json` |
+| (body) | an object | `not_an_object` |
+| `id` | a string of 1-256 characters | `invalid_id` |
+| `type` | a string of 1-256 characters (unknown types pass) | `invalid_type` |
+| `createdAt` | an ISO-8601 date-time **with an offset** (`Z` or `±hh:mm`) naming a real instant | `invalid_createdAt` |
+| `data` | an object | `invalid_data` |
+
+Checks run in that order and the first failure is reported, so an error names one field. Only what
+the pipeline needs is checked; extra fields pass through, since the raw topic keeps the body exactly
+as received. Enrich adds its own rule on top (in-room events need `data.roomName`, client events
+`data.participantId`: reason `missing_field`); ingest stores such events, since the raw topic keeps
+everything signed.
+
+A missing offset is refused rather than read as UTC: a date-time without one is not what Whereby
+sends, and guessing its zone would move usage between days.
+
+Both stages are on a hot path, so :func:`check` parses the body once and hands the document back, and
+Whereby's own `createdAt` shape takes a fast path (one cached calendar parse per second of events).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
+
+import orjson
+
+# Whereby's ids are 64 hex characters and its types short dotted names. The bound is generous; it only
+# keeps arbitrarily long strings out of Kafka headers and ClickHouse keys.
+MAX_ID_LENGTH = 256
+
+# The shape Whereby sends (`2023-10-31T13:09:44.373Z`), and every other ISO-8601 date-time with an
+# offset. Python's fromisoformat alone would also take a bare date, a zone-less time or a week date.
+_COMMON_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z", re.ASCII)
+_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?([Zz]|[+-]\d{2}:?\d{2})", re.ASCII)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_NAIVE = datetime(1970, 1, 1)
+_MS = timedelta(milliseconds=1)
+# `YYYY-MM-DDTHH:MM:SS` of Whereby's shape → epoch milliseconds. Events arrive roughly in time order, so
+# most share a second with an earlier one. Only prefixes of texts that passed the full check are cached.
+_SECONDS: dict[str, int] = {}
+_SECONDS_CACHE_SIZE = 4096
+
+
+class EnvelopeError(Exception):
+    """The body is not a usable Whereby envelope.
+
+    `field` names the envelope field at fault (None when the body as a whole is); `reason` is a short,
+    bounded code for metrics and the dead-letter record; `detail` is the explanation for the sender.
+    """
+
+    def __init__(self, field: str | None, detail: str, reason: str | None = None) -> None:
+        super().__init__(detail)
+        self.field = field
+        self.detail = detail
+        self.reason = reason or (f"invalid_{field}" if field else "invalid_body")
+
+
+class Envelope(NamedTuple):
+    """A checked envelope: its fields, plus the parsed document and `data` so nobody parses twice."""
+
+    event_id: str
+    event_type: str
+    created_at: str
+    room_name: str | None
+    created_at_ms: int
+    doc: dict[str, Any]
+    data: dict[str, Any]
+
+
+def created_at_ms(value: object) -> int:
+    """An ISO-8601 date-time with an offset as integer epoch milliseconds (UTC); ValueError for anything
+    else, including a date-time without an offset or one that names no real instant (month 13, hour 25)."""
+    if value.__class__ is not str:
+        raise ValueError("not a string")
+    text: str = value  # type: ignore[assignment]
+    if len(text) == 24 and text[19] == "." and text[23] == "Z":
+        millis = text[20:23]
+        second = _SECONDS.get(text[:19])
+        if second is not None and millis.isascii() and millis.isdigit():
+            return second + int(millis)
+        if _COMMON_DATE_TIME.fullmatch(text):
+            second = (datetime.fromisoformat(text[:19]) - _EPOCH_NAIVE) // _MS  # ValueError: not in the calendar
+            if len(_SECONDS) >= _SECONDS_CACHE_SIZE:
+                _SECONDS.clear()
+            _SECONDS[text[:19]] = second
+            return second + int(millis)
+    if not _DATE_TIME.fullmatch(text):
+        raise ValueError("not an ISO-8601 date-time with an offset")
+    when = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))  # ValueError: not in the calendar
+    # timedelta floor division is exact; float timestamps can be off by one millisecond.
+    return (when - _EPOCH) // _MS
+
+
+def is_date_time(value: object) -> bool:
+    """True for an ISO-8601 date-time with an offset (`Z` or `±hh:mm`) that names a real instant."""
+    try:
+        created_at_ms(value)
+    except ValueError:
+        return False
+    return True
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _string_field(doc: dict[str, Any], field: str) -> str:
+    if field not in doc:
+        raise EnvelopeError(field, f"`{field}` is missing")
+    value = doc[field]
+    if value.__class__ is not str:
+        raise EnvelopeError(field, f"`{field}` must be a string, got {json_type(value)}")
+    if not value:
+        raise EnvelopeError(field, f"`{field}` must not be empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise EnvelopeError(field, f"`{field}` is longer than {MAX_ID_LENGTH} characters")
+    text: str = value
+    return text
+
+
+def check(body: bytes) -> Envelope:
+    """Parse and check the envelope of `body` (see the table above); EnvelopeError and nothing else."""
+    try:
+        doc: Any = _loads(body)
+    except orjson.JSONDecodeError:
+        raise EnvelopeError(None, "body is not valid JSON (UTF-8)", "invalid_json") from None
+    if doc.__class__ is not dict:
+        raise EnvelopeError(None, f"body must be a JSON object, got {json_type(doc)}", "not_an_object")
+    # The usual case first, checked inline (both stages run this for every event); anything off goes
+    # to `_first_error`, which checks field by field in the documented order to name the first fault.
+    get = doc.get
+    event_id, event_type, data = get("id"), get("type"), get("data")
+    if (
+        event_id.__class__ is str
+        and 0 < len(event_id) <= MAX_ID_LENGTH
+        and event_type.__class__ is str
+        and 0 < len(event_type) <= MAX_ID_LENGTH
+        and data.__class__ is dict
+    ):
+        created_at = get("createdAt")
+        try:
+            when_ms = created_at_ms(created_at)
+        except ValueError:
+            pass
+        else:
+            room = data.get("roomName")
+            if room.__class__ is not str or not room:
+                room = None
+            return _new_envelope(Envelope, (event_id, event_type, created_at, room, when_ms, doc, data))
+    raise _first_error(doc)
+
+
+_loads = orjson.loads
+# A NamedTuple's generated __new__ is a Python-level call; building the tuple directly is the same object.
+_new_envelope = tuple.__new__
+
+
+def _first_error(doc: dict[str, Any]) -> EnvelopeError:
+    """The error of the first field, in the documented order, that breaks its rule (one does)."""
+    try:
+        _string_field(doc, "id")
+        _string_field(doc, "type")
+        if "createdAt" not in doc:
+            return EnvelopeError("createdAt", "`createdAt` is missing")
+        if not is_date_time(doc["createdAt"]):
+            return EnvelopeError("createdAt", "`createdAt` must be an ISO-8601 date-time with an offset")
+        if "data" not in doc:
+            return EnvelopeError("data", "`data` is missing")
+        return EnvelopeError("data", f"`data` must be a JSON object, got {json_type(doc['data'])}")
+    except EnvelopeError as exc:
+        return exc
+
+
+def event_id_of(body: bytes) -> str | None:
+    """The `id` of a body that failed the check, if it has a usable one (for the dead-letter record)."""
+    try:
+        doc: Any = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    value = doc.get("id") if isinstance(doc, dict) else None
+    return value if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH else None
