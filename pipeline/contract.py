@@ -124,8 +124,9 @@ class ReconciliationRecord(TypedDict):
     """One room session's result of one reconcile run, as JSON on `whereby.reconciliation` (key: roomSessionId).
 
     Times are integer epoch milliseconds (UTC). `status` is what the run found (one of
-    RECONCILIATION_STATUSES); `after_backfill` is the status once the events it backfilled for this
-    session were stored (None when it backfilled nothing or they did not arrive within its wait).
+    RECONCILIATION_STATUSES); `after_backfill` is the status the run saw once the events it backfilled for
+    this session were stored, or when its wait for that ran out (None when it backfilled nothing for the
+    session or did not wait).
     """
 
     schema: int

@@ -31,8 +31,7 @@ from typing import Any
 
 import orjson
 
-from reconcile.ourapi import OurConnection
-from reconcile.shapes import InsightsParticipant
+from reconcile.shapes import InsightsParticipant, OurConnection
 from reconcile.times import whereby_time
 
 JOINED = "room.client.joined"
@@ -161,6 +160,7 @@ def missing_events(
     room_name: str, room_session_id: str, rows: Sequence[InsightsParticipant], ours: Sequence[OurConnection]
 ) -> list[SyntheticEvent]:
     """Exactly the join/leave events of `rows` that `ours` lacks, in time order."""
+    rows = list(dict.fromkeys(rows))  # the same row twice (a repeated page) is one connection, not two
     events: list[SyntheticEvent] = []
     for row, conn in match(rows, ours):
         if conn is None or not conn.has_join:

@@ -21,7 +21,8 @@ from pipeline.settings import Settings
 from reconcile import results
 from reconcile.job import ReconcileFailed, execute
 from reconcile.ourapi import DEFAULT_API
-from reconcile.run import Options, Report
+from reconcile.report import Report
+from reconcile.run import Options
 from reconcile.schedule import latest_period
 from reconcile.service import ScheduledReconcile
 from reconcile.times import parse_duration, parse_instant

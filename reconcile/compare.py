@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from reconcile.ourapi import OurConnection, OurSession
+from reconcile.shapes import OurConnection, OurSession
 
 MATCH, MISMATCH, MISSING = "match", "mismatch", "missing"
 

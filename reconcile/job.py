@@ -16,7 +16,8 @@ from reconcile import metrics
 from reconcile.insights import InsightsClient, InsightsError, Policy
 from reconcile.kafkaio import Publisher, read_registry
 from reconcile.ourapi import ReadApiClient, ReadApiError
-from reconcile.run import Options, Report, reconcile
+from reconcile.report import Report
+from reconcile.run import Options, reconcile
 
 log = logging.getLogger(__name__)
 

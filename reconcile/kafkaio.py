@@ -21,7 +21,7 @@ from pipeline.settings import ConfigError, Settings
 from reconcile import results
 from reconcile.backfill import SyntheticEvent
 from reconcile.customers import Registry
-from reconcile.run import Report
+from reconcile.report import Report
 
 
 async def read_registry(settings: Settings, *, timeout_s: float = 60.0) -> Registry:

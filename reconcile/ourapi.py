@@ -14,92 +14,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import orjson
 
-from reconcile.shapes import count, participant_id
-from reconcile.times import parse_api_time
+from reconcile.shapes import OurConnection, OurSession, parse_connection, parse_session_totals
 
 log = logging.getLogger(__name__)
 
 DEFAULT_API = "http://127.0.0.1:8082"
 PAGE_LIMIT = 100
 MAX_PAGES = 10_000
-# `endSource` values that mean we hold the connection's real `left` event.
-HAS_LEFT = frozenset({"left", "no_join"})
 
 
 class ReadApiError(Exception):
     """The read API could not be used; one line for the operator."""
-
-
-@dataclass(frozen=True)
-class OurConnection:
-    """One of our connections of a session, as far as matching and backfill need it."""
-
-    participant_id: str
-    joined_at_ms: int | None
-    left_at_ms: int | None
-    end_source: str
-    role_class: str
-    minutes: int
-
-    @property
-    def has_join(self) -> bool:
-        return self.joined_at_ms is not None
-
-    @property
-    def has_left(self) -> bool:
-        return self.end_source in HAS_LEFT
-
-
-@dataclass(frozen=True)
-class OurSession:
-    """Our totals of one session, in whole minutes per role class."""
-
-    human: int
-    recorder: int
-    streamer: int
-    assistant: int | None
-    captioner: int | None
-
-
-def parse_connection(row: Any) -> OurConnection | None:
-    """A row of our `/insights/participants`, or None when it lacks a participant id."""
-    if not isinstance(row, dict):
-        return None
-    ident = participant_id(row.get("participantId"))
-    if ident is None:
-        return None
-    end_source = row.get("endSource")
-    role_class = row.get("roleClass")
-    return OurConnection(
-        participant_id=ident,
-        joined_at_ms=parse_api_time(row.get("joinedAt")),
-        left_at_ms=parse_api_time(row.get("leftAt")),
-        end_source=end_source if isinstance(end_source, str) else "open",
-        role_class=role_class if isinstance(role_class, str) else "human",
-        minutes=count(row.get("minutes")) or 0,
-    )
-
-
-def parse_session_totals(row: Any) -> OurSession | None:
-    """Totals of a row of our `/insights/room-sessions`, or None when the row is not one."""
-    if not isinstance(row, dict):
-        return None
-    human = count(row.get("totalParticipantMinutes"))
-    if human is None:
-        return None
-    return OurSession(
-        human=human,
-        recorder=count(row.get("totalRecorderMinutes")) or 0,
-        streamer=count(row.get("totalStreamerMinutes")) or 0,
-        assistant=count(row.get("totalAssistantMinutes")),
-        captioner=count(row.get("totalCaptionerMinutes")),
-    )
 
 
 class ReadApiClient:

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from pipeline import contract
-from reconcile.run import Report, SessionResult
+from reconcile.report import Report, SessionResult
 from reconcile.times import whereby_time
 
 UNRESOLVED = "(unresolved)"

@@ -22,9 +22,8 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pipeline import contract
 from reconcile import compare, metrics, wherebymath
@@ -32,8 +31,9 @@ from reconcile.backfill import SyntheticEvent, missing_events
 from reconcile.compare import MATCH, Minutes
 from reconcile.customers import Registry
 from reconcile.insights import InsightsClient, NotFound
-from reconcile.ourapi import OurConnection, ReadApiClient
-from reconcile.shapes import InsightsParticipant, InsightsRoom, InsightsSession
+from reconcile.ourapi import ReadApiClient
+from reconcile.report import Report, SessionResult
+from reconcile.shapes import InsightsParticipant, InsightsRoom, InsightsSession, OurConnection
 
 log = logging.getLogger(__name__)
 
@@ -50,40 +50,6 @@ class Options:
     backfill: bool = False
     verify_timeout_s: float = 60.0
     unresolved: bool = True
-
-
-@dataclass
-class SessionResult:
-    """One session's outcome."""
-
-    room_session_id: str
-    room_name: str
-    customer_id: str | None
-    started_at_ms: int
-    status: str
-    ours: Minutes
-    insights: Minutes
-    backfilled_events: int = 0
-    after_backfill: str | None = None
-
-
-@dataclass
-class Report:
-    """Everything one run found and did."""
-
-    run_id: str
-    checked_at_ms: int
-    from_ms: int
-    to_ms: int
-    sessions: list[SessionResult] = field(default_factory=list)
-    backfilled_events: int = 0
-    rooms_checked: int = 0
-    unresolved_rooms: int = 0
-    skipped_rows: dict[str, int] = field(default_factory=dict)
-
-    def counts(self) -> Counter[str]:
-        """Sessions per status found."""
-        return Counter(s.status for s in self.sessions)
 
 
 def may_hold_sessions(room: InsightsRoom, from_ms: int, to_ms: int) -> bool:
@@ -146,6 +112,7 @@ async def reconcile(
     candidates = sorted(name for name, room in rooms.items() if may_hold_sessions(room, options.from_ms, options.to_ms))
     participants: dict[str, list[InsightsParticipant]] = {}
     connections: dict[str, list[OurConnection]] = {}
+    seen: set[str] = set()
     for name in candidates:
         try:
             sessions = await insights.room_sessions(name)
@@ -159,6 +126,9 @@ async def reconcile(
         for session in sessions:
             if not options.from_ms <= session.started_at_ms < options.to_ms:
                 continue
+            if session.room_session_id in seen:
+                continue  # a page repeated (or a hostile answer): one result per session
+            seen.add(session.room_session_id)
             rows = None
             if None in (session.participant_minutes, session.recorder_minutes, session.streamer_minutes):
                 rows = participants[session.room_session_id] = await insights.participants(session.room_session_id)

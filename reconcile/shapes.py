@@ -1,4 +1,4 @@
-"""Rows of Whereby's Insights API (reference §4) as typed values. Pure.
+"""Rows of Whereby's Insights API (reference §4), and of our read API's mirror of it, as typed values. Pure.
 
 The documented schemas are loose (the room-sessions schema requires `createdAt`/`endAt` but defines
 `startedAt`/`endedAt`; an example has a `participantId` with a leading `/`), so each parser takes what a
@@ -16,6 +16,8 @@ from typing import Any
 from reconcile.times import parse_api_time
 
 MAX_ID_CHARS = 200  # ids are UUID-sized; anything much longer is not one
+# Our read API's `endSource` values that mean we hold the connection's real `left` event.
+HAS_LEFT = frozenset({"left", "no_join"})
 
 
 @dataclass(frozen=True)
@@ -155,4 +157,73 @@ def parse_participant(row: Any, queried_session: str) -> InsightsParticipant | N
         external_id=_id(row.get("externalId")),
         joined_at_ms=joined,
         left_at_ms=left if left is not None and left >= joined else None,
+    )
+
+
+# ------------------------------------------------------------------------ our read API's rows
+
+
+@dataclass(frozen=True)
+class OurConnection:
+    """One of our connections of a session, as far as matching and backfill need it."""
+
+    participant_id: str
+    joined_at_ms: int | None
+    left_at_ms: int | None
+    end_source: str
+    role_class: str
+    minutes: int
+
+    @property
+    def has_join(self) -> bool:
+        return self.joined_at_ms is not None
+
+    @property
+    def has_left(self) -> bool:
+        return self.end_source in HAS_LEFT
+
+
+@dataclass(frozen=True)
+class OurSession:
+    """Our totals of one session, in whole minutes per role class."""
+
+    human: int
+    recorder: int
+    streamer: int
+    assistant: int | None
+    captioner: int | None
+
+
+def parse_connection(row: Any) -> OurConnection | None:
+    """A row of our `/insights/participants`, or None when it lacks a participant id."""
+    if not isinstance(row, dict):
+        return None
+    ident = participant_id(row.get("participantId"))
+    if ident is None:
+        return None
+    end_source = row.get("endSource")
+    role_class = row.get("roleClass")
+    return OurConnection(
+        participant_id=ident,
+        joined_at_ms=parse_api_time(row.get("joinedAt")),
+        left_at_ms=parse_api_time(row.get("leftAt")),
+        end_source=end_source if isinstance(end_source, str) else "open",
+        role_class=role_class if isinstance(role_class, str) else "human",
+        minutes=count(row.get("minutes")) or 0,
+    )
+
+
+def parse_session_totals(row: Any) -> OurSession | None:
+    """Totals of a row of our `/insights/room-sessions`, or None when the row is not one."""
+    if not isinstance(row, dict):
+        return None
+    human = count(row.get("totalParticipantMinutes"))
+    if human is None:
+        return None
+    return OurSession(
+        human=human,
+        recorder=count(row.get("totalRecorderMinutes")) or 0,
+        streamer=count(row.get("totalStreamerMinutes")) or 0,
+        assistant=count(row.get("totalAssistantMinutes")),
+        captioner=count(row.get("totalCaptionerMinutes")),
     )

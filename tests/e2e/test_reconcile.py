@@ -31,7 +31,8 @@ from pipeline import contract, kafka
 from pipeline.settings import Settings, WherebyApi
 from reconcile.insights import Policy
 from reconcile.job import ReconcileFailed, execute
-from reconcile.run import Options, Report
+from reconcile.report import Report
+from reconcile.run import Options
 from sink import store
 from sink.service import SinkService
 from tests.insights_double import InsightsDouble, Session, Stay

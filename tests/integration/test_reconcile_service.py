@@ -45,7 +45,9 @@ async def test_a_stop_in_the_middle_of_a_run_is_bounded(settings: Settings, monk
     async with InsightsDouble(KEY) as double:
         double.throttle(after=1, retry_after_s=60)  # the run will sit in a 60 s wait
         configured = dataclasses.replace(settings, whereby_api=WherebyApi(url=double.url, key=KEY))
-        service = ScheduledReconcile(configured, every_s=3600, lag_s=1800, backfill=False, read_api="http://127.0.0.1:9")
+        service = ScheduledReconcile(
+            configured, every_s=3600, lag_s=1800, backfill=False, read_api="http://127.0.0.1:9"
+        )
         await service.start()
         task = asyncio.create_task(service.run())
         await wait_for(lambda: len(double.requests) == 1)

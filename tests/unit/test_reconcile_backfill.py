@@ -5,8 +5,7 @@ from __future__ import annotations
 import orjson
 
 from reconcile.backfill import JOINED, LEFT, clients_at, event_id, match, missing_events
-from reconcile.ourapi import OurConnection
-from reconcile.shapes import InsightsParticipant
+from reconcile.shapes import InsightsParticipant, OurConnection
 
 T = 1_767_258_000_000  # 2026-01-01T09:00:00Z
 MIN = 60_000
@@ -109,3 +108,8 @@ def test_clients_at_counts_who_is_in_the_room_after_the_event() -> None:
     assert clients_at(rows, T + 10 * MIN) == (2, {"host": 1, "visitor": 1})
     assert clients_at(rows, T + 20 * MIN) == (1, {"visitor": 1})
     assert clients_at(rows, T + 30 * MIN) == (0, {})
+
+
+def test_a_row_repeated_by_the_api_is_one_connection() -> None:
+    rows = [row("a", 0, 10), row("a", 0, 10)]
+    assert kinds(missing_events(ROOM, SESSION, rows, [])) == [("a", JOINED, 0), ("a", LEFT, 10)]

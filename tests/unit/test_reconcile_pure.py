@@ -9,10 +9,19 @@ import pytest
 from reconcile import compare, schedule, wherebymath
 from reconcile.compare import Minutes
 from reconcile.customers import registry_of
-from reconcile.ourapi import OurConnection, OurSession, parse_connection
+from reconcile.report import Report, SessionResult
 from reconcile.results import record, render_table, report_doc
-from reconcile.run import Report, SessionResult, may_hold_sessions
-from reconcile.shapes import InsightsParticipant, InsightsRoom, parse_participant, parse_room, parse_session
+from reconcile.run import may_hold_sessions
+from reconcile.shapes import (
+    InsightsParticipant,
+    InsightsRoom,
+    OurConnection,
+    OurSession,
+    parse_connection,
+    parse_participant,
+    parse_room,
+    parse_session,
+)
 from reconcile.times import parse_api_time, parse_duration, parse_instant, whereby_time
 
 JAN1 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
