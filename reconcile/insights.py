@@ -287,6 +287,8 @@ def _page_of(body: Any) -> tuple[list[Any], str | None] | None:
     cursor = body.get("cursor")
     if cursor is None or cursor == "":
         return body["results"], None
+    if isinstance(cursor, int) and not isinstance(cursor, bool):
+        cursor = str(cursor)  # opaque means opaque: a number passed back as text is still the same cursor
     if not isinstance(cursor, str) or len(cursor) > 4096:
         return None
     return body["results"], cursor

@@ -30,7 +30,7 @@ from reconcile import compare, metrics, wherebymath
 from reconcile.backfill import SyntheticEvent, missing_events
 from reconcile.compare import MATCH, Minutes
 from reconcile.customers import Registry
-from reconcile.insights import InsightsClient, NotFound
+from reconcile.insights import InsightsClient, InsightsError, NotFound, Unauthorized, Unavailable
 from reconcile.ourapi import ReadApiClient
 from reconcile.report import Report, SessionResult
 from reconcile.shapes import InsightsParticipant, InsightsRoom, InsightsSession, OurConnection
@@ -71,7 +71,14 @@ async def discover_rooms(insights: InsightsClient, registry: Registry, *, unreso
         for room in await insights.rooms("/" + prefix):
             rooms.setdefault(room.room_name, room)
     if unresolved:
-        for room in await insights.rooms():
+        try:
+            everything = await insights.rooms()
+        except (Unauthorized, Unavailable):
+            raise
+        except InsightsError as exc:  # e.g. an API that insists on a filter: check what the prefixes found
+            log.warning(f"could not list all rooms, so rooms under no registered prefix are not checked: {exc}")
+            everything = []
+        for room in everything:
             rooms.setdefault(room.room_name, room)
     return rooms
 

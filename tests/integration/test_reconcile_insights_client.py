@@ -10,7 +10,9 @@ import pytest
 
 from pipeline.settings import WherebyApi
 from reconcile.budget import PointsBudget
+from reconcile.customers import registry_of
 from reconcile.insights import InsightsClient, InsightsError, Policy, Unauthorized, Unavailable
+from reconcile.run import discover_rooms
 from tests.insights_double import InsightsDouble, Session, Stay
 from tests.stack import free_port
 
@@ -123,7 +125,7 @@ async def test_an_unreachable_api_is_unavailable() -> None:
     "body",
     [
         b'{"cursor": null, "results": "many"}',
-        b'{"cursor": 17, "results": []}',
+        b'{"cursor": {"page": 2}, "results": []}',
         b"[]",
         b'{"cursor": null, "results": [' + b'{"roomName": "/acme-x"},' * 200_000 + b"{}]}",  # ~5 MB over 4 MiB cap
     ],
@@ -177,3 +179,23 @@ async def test_the_points_budget_paces_requests() -> None:
             rooms = await insights.rooms()
     assert len(rooms) == 4
     assert budget.waited_s == pytest.approx(60.0)  # 4 pages: the third and fourth wait for a new minute
+
+
+async def test_an_api_that_refuses_the_unfiltered_listing_still_gets_the_prefixed_rooms_checked() -> None:
+    registry = registry_of([(b"customer:c-acme", b'{"customer_id": "c-acme", "room_name_prefixes": ["acme-"]}')])
+    async with InsightsDouble(KEY) as double:
+        populate(double, rooms=2)
+        double.answer(after=2, body=b'{"error": "roomName filter required"}', status=400)
+        async with client(double) as insights:
+            rooms = await discover_rooms(insights, registry, unresolved=True)
+    assert sorted(rooms) == ["/acme-0000", "/acme-0001"]
+
+
+async def test_a_numeric_cursor_is_passed_back_as_it_came() -> None:
+    async with InsightsDouble(KEY) as double:
+        double.answer(after=1, body=b'{"cursor": 2, "results": [{"roomName": "/acme-1"}]}')
+        double.answer(after=2, body=b'{"cursor": null, "results": [{"roomName": "/acme-2"}]}')
+        async with client(double) as insights:
+            rooms = await insights.rooms()
+    assert [r.room_name for r in rooms] == ["/acme-1", "/acme-2"]
+    assert double.requests[1].query["cursor"] == "2"
