@@ -367,13 +367,12 @@ async def test_backfilling_twice_writes_the_same_events_and_then_nothing(stack: 
             meeting(room, day + timedelta(hours=9), [("ada", 0, 10), ("bob", 1, 50), ("ada", 30, 40)])
         )
         await deliver(stack, webhooks(session, lost=[("ada", "left", 1)]))
-        before = len(await insights_raw_records(stack))
 
         first = await reconcile(stack, double, day, backfill=True, verify_s=0)
         second = await reconcile(stack, double, day, backfill=True, verify_s=0)  # before the first one is stored
         assert first.backfilled_events == second.backfilled_events == 1
-        written = (await insights_raw_records(stack))[before:]
-        assert len({r.value for r in written}) == 1  # the very same event (same id, same body) twice
+        written = [r for r in await insights_raw_records(stack) if r.key == room.encode()]
+        assert written and len({r.value for r in written}) == 1  # the very same event (same id, same body) twice
         [event_id] = {dict(r.headers)[contract.HEADER_EVENT_ID] for r in written}
 
         await settled(stack, {event_id.decode()})
