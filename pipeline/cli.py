@@ -19,7 +19,7 @@ from pipeline import kafka, logs
 from pipeline.runner import Service, http_limits, serve
 from pipeline.settings import ConfigError, Settings
 
-STAGE_CLIS = ("ingest.cli", "enrich.cli", "sink.cli")
+STAGE_CLIS = ("ingest.cli", "enrich.cli", "sink.cli", "reconcile.cli")
 
 
 def load_settings() -> Settings:

@@ -7,6 +7,7 @@ enriched event. Changing anything here is a change for every stage, so it lives 
 | whereby.events.enriched | roomName | JSON enriched event (`EnrichedEvent`) | fields `contract_version`, `producer` |
 | whereby.dimensions | customer:<id> / user:<externalId> | JSON record, or a tombstone | (self-describing) |
 | whereby.deadletter | source key | JSON bad row (see `bad_row`) | fields `schema_version`, `producer` |
+| whereby.reconciliation | roomSessionId | JSON reconciliation result (`ReconciliationRecord`) | field `schema` |
 
 Versions: `CONTRACT_VERSION` is 2 since the connection-interval release; records of the release before
 (version 1) carry no version at all, and every reader accepts them: each field added since is optional
@@ -36,6 +37,7 @@ TOPIC_RAW = "whereby.webhooks.raw"
 TOPIC_ENRICHED = "whereby.events.enriched"
 TOPIC_DIMENSIONS = "whereby.dimensions"
 TOPIC_DEADLETTER = "whereby.deadletter"
+TOPIC_RECONCILIATION = "whereby.reconciliation"
 
 # Record headers on the raw topic, set by ingest. Values are UTF-8 bytes.
 HEADER_EVENT_ID = "whereby-event-id"
@@ -61,6 +63,11 @@ RAW_VERSION_HEADERS: tuple[tuple[str, bytes], ...] = (
     (HEADER_CONTRACT_VERSION, str(CONTRACT_VERSION).encode()),
     (HEADER_PRODUCER, producer("ingest").encode()),
 )
+
+# One result of `whereby-pipeline reconcile` per room session and run, on `whereby.reconciliation`; the sink
+# stores them in the `reconciliation` table. Bump the schema when a field changes meaning or goes away.
+RECONCILIATION_SCHEMA = 1
+RECONCILIATION_STATUSES = ("match", "mismatch", "missing")
 
 # Dimension record keys: `customer:<customer_id>` and `user:<external_id>`.
 DIM_CUSTOMER_PREFIX = "customer:"
@@ -129,6 +136,69 @@ def enrichment_version(dimension_version: int) -> int:
     """The `enrichment_version` of an event enriched against dimensions at `dimension_version` (one past
     the offset of the last dimensions-topic record applied): the data decides, not a clock."""
     return ENRICHMENT_VERSION_BASE + dimension_version
+
+
+class ReconciliationMinutes(TypedDict):
+    """Minutes of one room session as compared by reconcile. `participant_minutes` is the number compared
+    with Insights' `totalParticipantMinutes`: every role but recorder and streamer (Whereby counts everyone
+    else, assistants included). Our side adds its breakdown (`human_`, `assistant_`, `captioner_minutes`)."""
+
+    participant_minutes: int
+    recorder_minutes: int
+    streamer_minutes: int
+    human_minutes: NotRequired[int]
+    assistant_minutes: NotRequired[int]
+    captioner_minutes: NotRequired[int]
+
+
+class ReconciliationRecord(TypedDict):
+    """One room session's result of one reconcile run, as JSON on `whereby.reconciliation` (key: roomSessionId).
+
+    Times are integer epoch milliseconds (UTC). `status` is what the run found (one of
+    RECONCILIATION_STATUSES); `after_backfill` is the status the run saw once the events it backfilled for
+    this session were stored, or when its wait for that ran out (None when it backfilled nothing for the
+    session or did not wait).
+    """
+
+    schema: int
+    run_id: str
+    checked_at_ms: int
+    period_from_ms: int
+    period_to_ms: int
+    room_session_id: str
+    room_name: str
+    customer_id: str | None
+    started_at_ms: int | None
+    status: str
+    after_backfill: str | None
+    ours: ReconciliationMinutes
+    insights: ReconciliationMinutes
+    backfilled_events: int
+
+
+def raw_record(
+    room_name: str | None,
+    event_id: str,
+    event_type: str,
+    *,
+    received_at_ms: int,
+    source: str | None = None,
+    instance: bytes | None = None,
+) -> tuple[bytes | None, list[tuple[str, bytes]]]:
+    """(key, headers) of one event on the raw topic: key = roomName (per-room order), the contract headers.
+
+    `source` sets HEADER_EVENT_SOURCE (absent for Whereby's own webhooks); `instance` names the writer.
+    """
+    headers = [
+        (HEADER_EVENT_ID, event_id.encode()),
+        (HEADER_EVENT_TYPE, event_type.encode()),
+        (HEADER_RECEIVED_AT_MS, str(received_at_ms).encode()),
+    ]
+    if instance is not None:
+        headers.append((HEADER_INGRESS_INSTANCE, instance))
+    if source is not None:
+        headers.append((HEADER_EVENT_SOURCE, source.encode()))
+    return (room_name.encode() if room_name else None), headers
 
 
 def now_ms() -> int:

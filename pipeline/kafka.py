@@ -38,6 +38,9 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
             topic_configs={"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
         ),
         NewTopic(settings.topic_deadletter, parts, rf, topic_configs={"retention.ms": str(RAW_RETENTION_MS)}),
+        # One record per room session per reconcile run: little traffic, so one partition; kept as long as
+        # the raw topic, so the sink can rebuild its `reconciliation` table from it.
+        NewTopic(settings.topic_reconciliation, 1, rf, topic_configs={"retention.ms": str(RAW_RETENTION_MS)}),
     ]
 
 

@@ -69,6 +69,32 @@ def _dotenv(path: Path) -> dict[str, str]:
     return values
 
 
+DEFAULT_WHEREBY_API_URL = "https://api.whereby.dev/v1"
+# Whereby's API budget is per organisation and shared by all its keys (Build: 100 points a minute); an
+# Insights read may cost several points. 30 leaves most of the Build budget to the customer's own calls.
+DEFAULT_WHEREBY_API_POINTS_PER_MINUTE = 30
+
+
+@dataclass(frozen=True)
+class WherebyApi:
+    """Whereby's REST API (the Insights endpoints), used by `whereby-pipeline reconcile` only."""
+
+    url: str = DEFAULT_WHEREBY_API_URL
+    # Never in a repr, a log line or an error message.
+    key: str = field(default="", repr=False)
+    points_per_minute: int = DEFAULT_WHEREBY_API_POINTS_PER_MINUTE
+    timeout_s: float = 30.0
+
+    def require_key(self) -> str:
+        """The API key, or a ConfigError telling the operator what to set."""
+        if not self.key:
+            raise ConfigError(
+                "WHEREBY_API_KEY is not set: create an API key in Whereby's dashboard (Configure -> API) and set "
+                "WHEREBY_API_KEY or WHEREBY_API_KEY_FILE"
+            )
+        return self.key
+
+
 class _Reader:
     """Typed access to the merged environment, with errors that name the variable."""
 
@@ -105,6 +131,27 @@ class _Reader:
 
     def port(self, name: str, default: int) -> int:
         return self.integer(name, default, low=0, high=65535)
+
+
+def _whereby_api(merged: Mapping[str, str], env: _Reader) -> WherebyApi:
+    url = env.text("WHEREBY_API_URL", DEFAULT_WHEREBY_API_URL).rstrip("/")
+    if not url.startswith(("https://", "http://")):
+        raise ConfigError(f"WHEREBY_API_URL must start with https:// (or http:// for a local test), got {url[:40]!r}")
+    try:
+        key = security.secret(merged, "WHEREBY_API_KEY")
+    except security.SecurityError as exc:
+        raise ConfigError(str(exc)) from None
+    # It goes into an HTTP header: whitespace or control characters would break (or inject into) it.
+    if key and (any(ch.isspace() or not ch.isprintable() for ch in key) or not key.isascii()):
+        raise ConfigError("WHEREBY_API_KEY holds spaces or non-printable characters; paste the key alone")
+    return WherebyApi(
+        url=url,
+        key=key,
+        points_per_minute=env.integer(
+            "WHEREBY_API_POINTS_PER_MINUTE", DEFAULT_WHEREBY_API_POINTS_PER_MINUTE, low=1, high=100_000
+        ),
+        timeout_s=env.number("WHEREBY_API_TIMEOUT_S", 30.0),
+    )
 
 
 @dataclass(frozen=True)
@@ -163,6 +210,13 @@ class Settings:
     # Secure connections (see pipeline/security.py); defaults keep plaintext Kafka and no extra credentials.
     kafka_security: security.KafkaSecurity = field(default_factory=security.KafkaSecurity)
     clickhouse_access: security.ClickHouseAccess = field(default_factory=security.ClickHouseAccess)
+
+    # Reconcile (`whereby-pipeline reconcile`): its results topic, Whereby's API, and where the long-running
+    # mode (`--every`) serves health and metrics.
+    topic_reconciliation: str = contract.TOPIC_RECONCILIATION
+    whereby_api: WherebyApi = field(default_factory=WherebyApi)
+    reconcile_host: str = "127.0.0.1"
+    reconcile_port: int = 8083
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, dotenv: Path | None = None) -> Settings:
@@ -224,6 +278,10 @@ class Settings:
             instance_id=env.text("INSTANCE_ID", f"{socket.gethostname()}-{os.getpid()}"),
             kafka_security=kafka_security,
             clickhouse_access=clickhouse_access,
+            topic_reconciliation=env.text("TOPIC_RECONCILIATION", contract.TOPIC_RECONCILIATION),
+            whereby_api=_whereby_api(merged, env),
+            reconcile_host=env.text("RECONCILE_HOST", "127.0.0.1"),
+            reconcile_port=env.port("RECONCILE_PORT", 8083),
         )
 
     def kafka_client_kwargs(self) -> dict[str, Any]:

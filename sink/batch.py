@@ -77,6 +77,8 @@ class Batch:
     dimensions: list[RecordLike] = field(default_factory=list)
     # Raw-topic records (webhook bodies as received), for the raw archive.
     archive: list[RecordLike] = field(default_factory=list)
+    # Records of the reconciliation topic (one per room session per reconcile run): few, converted to rows.
+    reconciliations: list[RecordLike] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     next_offsets: dict[TopicPartitionKey, int] = field(default_factory=dict)
     rows: int = 0

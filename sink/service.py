@@ -36,7 +36,7 @@ from clickhouse_connect.driver.client import Client
 
 from pipeline import contract, kafka, lag
 from pipeline.settings import Settings
-from sink import metrics, readapi, store
+from sink import drift, metrics, readapi, store
 from sink.batch import Batch, DeadLetter, Limits, Record, RecordLike
 from sink.derive import Deriver
 from sink.errors import backoff_delay
@@ -118,7 +118,12 @@ class SinkService:
         # The raw topic too: every accepted webhook body goes to the raw archive, which outlives the
         # topic's retention (replay reads it for older ranges).
         self._consumer.subscribe(
-            [self.settings.topic_enriched, self.settings.topic_dimensions, self.settings.topic_raw],
+            [
+                self.settings.topic_enriched,
+                self.settings.topic_dimensions,
+                self.settings.topic_raw,
+                self.settings.topic_reconciliation,
+            ],
             listener=_FlushOnRevoke(self),
         )
         await self._consumer.start()
@@ -140,14 +145,16 @@ class SinkService:
             lag.report_forever(self._consumer, "sink", interval_s=self.settings.lag_interval_s), name="sink-lag"
         )
         deriving = asyncio.create_task(self.deriver.run(), name="sink-derive")
+        drift_reporter = asyncio.create_task(drift.report_forever(lambda: self.client, self.db), name="sink-drift")
         try:
             while not self._stopping.is_set():
                 await self.poll_once()
             await self.flush(timeout_s=STOP_TIMEOUT_S)
         finally:
             lag_reporter.cancel()
+            drift_reporter.cancel()
             await self.deriver.stop()
-            await asyncio.gather(lag_reporter, deriving, return_exceptions=True)
+            await asyncio.gather(lag_reporter, deriving, drift_reporter, return_exceptions=True)
             finished.set()
 
     async def poll_once(self) -> None:
@@ -166,7 +173,7 @@ class SinkService:
         room = max(1, self.limits.rows - self._batch.rows)
         polled = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=room)
         for tp, records in polled.items():
-            if tp.topic == self.settings.topic_dimensions:
+            if tp.topic in (self.settings.topic_dimensions, self.settings.topic_reconciliation):
                 for r in records:
                     self._add(r)
             elif tp.topic == self.settings.topic_raw:
@@ -196,6 +203,9 @@ class SinkService:
         batch.track(record)
         if record.topic == self.settings.topic_dimensions:
             batch.dimensions.append(record)
+            return
+        if record.topic == self.settings.topic_reconciliation:
+            batch.reconciliations.append(record)
             return
         try:
             line = event_line(record.value)
@@ -294,21 +304,28 @@ class SinkService:
             )
             sends.append(await self._producer.send(self.settings.topic_deadletter, row, key=d.record.key))
         await asyncio.gather(*sends)
-        kinds = {self.settings.topic_dimensions: "dimension", self.settings.topic_raw: "archive"}
+        kinds = {
+            self.settings.topic_dimensions: "dimension",
+            self.settings.topic_raw: "archive",
+            self.settings.topic_reconciliation: "reconciliation",
+        }
         for d in letters:
             metrics.DEADLETTER.labels(d.reason).inc()
             kind = kinds.get(d.record.topic, "event")
             metrics.ROWS.labels(kind, "deadletter").inc()
 
     def _observe(self, batch: Batch, outcome: Outcome) -> None:
-        dims, archived = len(batch.dimensions), len(batch.archive)
+        dims, archived, recons = len(batch.dimensions), len(batch.archive), len(batch.reconciliations)
         if outcome.rejected:
             rejected = {(d.record.topic, d.record.partition, d.record.offset) for d in outcome.rejected}
             dims = sum(1 for r in batch.dimensions if (r.topic, r.partition, r.offset) not in rejected)
             archived = sum(1 for r in batch.archive if (r.topic, r.partition, r.offset) not in rejected)
+            recons = sum(1 for r in batch.reconciliations if (r.topic, r.partition, r.offset) not in rejected)
         metrics.ROWS.labels("dimension", "inserted").inc(dims)
         metrics.ROWS.labels("archive", "inserted").inc(archived)
-        metrics.ROWS.labels("event", "inserted").inc(outcome.inserted - dims - archived)
+        if recons:
+            metrics.ROWS.labels("reconciliation", "inserted").inc(recons)
+        metrics.ROWS.labels("event", "inserted").inc(outcome.inserted - dims - archived - recons)
         # Latency is sampled (the newest event of each partition): parsing every row would cost more
         # than the insert. One Python step per run of a partition's records, not per record.
         newest: dict[tuple[str, int], RecordLike] = {}

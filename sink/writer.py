@@ -17,6 +17,7 @@ from clickhouse_connect.driver.client import Client
 from sink import metrics
 from sink.batch import Batch, DeadLetter, RecordLike, halves, token
 from sink.errors import Failure, classify
+from sink.reconciliation_rows import RECONCILIATION_COLUMNS, RECONCILIATION_TABLE, reconciliation_row
 from sink.rows import (
     ARCHIVE_COLUMNS,
     ARCHIVE_TABLE,
@@ -143,6 +144,32 @@ class ClickHouseWriter:
 
         return insert
 
+    def _reconciliation_insert(self, rows: dict[tuple[int, int], list[Any]]) -> InsertFn:
+        def insert(records: Sequence[RecordLike], dedup_token: str) -> None:
+            started = time.monotonic()
+            self.client.insert(
+                f"{self.db}.{RECONCILIATION_TABLE}",
+                [rows[(r.partition, r.offset)] for r in records],
+                column_names=RECONCILIATION_COLUMNS,
+                settings={**self.settings, "insert_deduplication_token": dedup_token},
+            )
+            metrics.INSERT_SECONDS.labels("reconciliation").observe(time.monotonic() - started)
+
+        return insert
+
+    def _reconciliation_part(self, batch: Batch, total: Outcome) -> tuple[str, list[RecordLike], InsertFn]:
+        """Reconciliation records as rows (bad ones rejected into `total`), with their insert."""
+        records: list[RecordLike] = []
+        rows: dict[tuple[int, int], list[Any]] = {}
+        for record in batch.reconciliations:
+            try:
+                rows[(record.partition, record.offset)] = reconciliation_row(record.value)
+            except BadRow as exc:
+                total.rejected.append(DeadLetter(record, exc.reason, exc.detail))
+                continue
+            records.append(record)
+        return RECONCILIATION_TABLE, records, self._reconciliation_insert(rows)
+
     def write(self, batch: Batch) -> Outcome:
         """Insert everything of `batch` (blocking); returns what was inserted and what was rejected."""
         total = Outcome()
@@ -166,6 +193,7 @@ class ClickHouseWriter:
             rows[table][record.offset] = row
         parts = [(table, recs, self._dimension_insert(table, rows[table])) for table, recs in by_table.items()]
         parts.append((ARCHIVE_TABLE, batch.archive, self._insert_archive))
+        parts.append(self._reconciliation_part(batch, total))
         parts.append((EVENTS_INPUT, batch.events, self._insert_events))
         for table, records, insert in parts:
             outcome = write_split(table, records, insert)

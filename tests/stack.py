@@ -43,6 +43,7 @@ def isolated_env(kafka_bootstrap: str, clickhouse_url: str, **overrides: str) ->
         "TOPIC_ENRICHED": f"t{tag}.enriched",
         "TOPIC_DIMENSIONS": f"t{tag}.dimensions",
         "TOPIC_DEADLETTER": f"t{tag}.deadletter",
+        "TOPIC_RECONCILIATION": f"t{tag}.reconciliation",
         "ENRICH_GROUP": f"enrich-{tag}",
         "SINK_GROUP": f"sink-{tag}",
         "CLICKHOUSE_URL": clickhouse_url,

@@ -94,5 +94,7 @@ def test_dockerfile_builds_the_package_and_runs_the_cli() -> None:
     assert re.search(r"^FROM python:3\.11-slim$", text, re.M)
     assert 'ENTRYPOINT ["whereby-pipeline"]' in text
     assert re.search(r"^USER \d+$", text, re.M)  # not root
-    for package in ("pipeline", "ingest", "enrich", "sink"):
+    ignore = (DEPLOY / "Dockerfile.dockerignore").read_text()
+    for package in ("pipeline", "ingest", "enrich", "sink", "reconcile"):  # the CLI imports every one
         assert f"COPY {package}/ {package}/" in text
+        assert f"!{package}/" in ignore

@@ -1,6 +1,6 @@
 """docs/metrics.md is the catalogue of every whereby_* metric: this test keeps it true.
 
-It imports every module of the four packages (so each module-level metric registers itself), then
+It imports every module of the packages (so each module-level metric registers itself), then
 checks both directions: every registered metric is in the table with its type and labels, and the
 table lists nothing that no code defines. Dashboards and alert rules are checked against the same
 table (test_deploy_grafana.py, test_deploy_prometheus.py), so a renamed metric fails here, not on a
@@ -19,7 +19,7 @@ from prometheus_client import REGISTRY
 
 REPO = Path(__file__).resolve().parents[2]
 CATALOGUE = REPO / "docs" / "metrics.md"
-PACKAGES = ("pipeline", "ingest", "enrich", "sink")
+PACKAGES = ("pipeline", "ingest", "enrich", "sink", "reconcile")
 # High-cardinality or personal values must never become labels (the issue: bounded labels only).
 FORBIDDEN_LABELS = {"room", "room_name", "room_session_id", "participant_id", "user_id", "external_id", "event_id",
                     "customer_id", "display_name", "instance_id"}  # fmt: skip
