@@ -64,8 +64,21 @@ def build_app(service: Service, *, client_max_size: int = 1024**2) -> web.Applic
     return app
 
 
-async def serve(service: Service, host: str, port: int, *, shutdown_timeout_s: float = 10.0) -> int:
-    """Run `service` with its HTTP endpoints until a signal or a failure; returns a process exit code."""
+async def serve(
+    service: Service,
+    host: str,
+    port: int,
+    *,
+    shutdown_timeout_s: float = 10.0,
+    reuse_port: bool = False,
+    instance_port: int = 0,
+) -> int:
+    """Run `service` with its HTTP endpoints until a signal or a failure; returns a process exit code.
+
+    `reuse_port` lets several processes listen on `port` together (SO_REUSEPORT: the kernel spreads new
+    connections over them); `instance_port`, when not 0, serves the same endpoints on a port of this
+    process alone, so each of those processes can be probed and scraped on its own.
+    """
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -86,14 +99,20 @@ async def serve(service: Service, host: str, port: int, *, shutdown_timeout_s: f
 
     runner = web.AppRunner(build_app(service), shutdown_timeout=shutdown_timeout_s, access_log=None)
     await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-    except OSError as exc:
-        log.error(f"cannot listen on {host}:{port}: {exc.strerror}; set another port", extra={"service": service.name})
-        await service.stop()
-        await runner.cleanup()
-        return 2
-    log.info(f"{service.name} listening on http://{host}:{port}", extra={"service": service.name})
+    listen = [(port, reuse_port)] + ([(instance_port, False)] if instance_port else [])
+    for site_port, shared in listen:
+        try:
+            await web.TCPSite(runner, host, site_port, reuse_port=shared or None).start()
+        except OSError as exc:
+            why = f"cannot listen on {host}:{site_port}: {exc.strerror}; set another port"
+            log.error(why, extra={"service": service.name})
+            await service.stop()
+            await runner.cleanup()
+            return 2
+        log.info(
+            f"{service.name} listening on http://{host}:{site_port}" + (" (shared port)" if shared else ""),
+            extra={"service": service.name},
+        )
 
     work = asyncio.create_task(service.run(), name=f"{service.name}-run")
     stop_wait = asyncio.create_task(stopping.wait())
