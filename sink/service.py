@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from clickhouse_connect.driver.client import Client
 
-from pipeline import contract, kafka, lag
+from pipeline import contract, kafka, lag, rebalance, replicas
 from pipeline.settings import Settings
 from sink import metrics, readapi, store
 from sink.batch import Batch, DeadLetter, Limits, Record, RecordLike
@@ -102,7 +102,8 @@ class SinkService:
             self.settings, group_id=self.settings.sink_group, max_poll_records=self.settings.sink_batch_rows
         )
         self._consumer.subscribe(
-            [self.settings.topic_enriched, self.settings.topic_dimensions], listener=_FlushOnRevoke(self)
+            [self.settings.topic_enriched, self.settings.topic_dimensions],
+            listener=rebalance.Counted("sink", _FlushOnRevoke(self)),
         )
         await self._consumer.start()
         self._ready = True
@@ -121,13 +122,17 @@ class SinkService:
         lag_reporter = asyncio.create_task(
             lag.report_forever(self._consumer, "sink", interval_s=self.settings.lag_interval_s), name="sink-lag"
         )
+        replica_reporter = asyncio.create_task(
+            replicas.report_forever(self.settings, interval_s=self.settings.lag_interval_s), name="sink-replicas"
+        )
         try:
             while not self._stopping.is_set():
                 await self.poll_once()
             await self.flush(timeout_s=STOP_TIMEOUT_S)
         finally:
             lag_reporter.cancel()
-            await asyncio.gather(lag_reporter, return_exceptions=True)
+            replica_reporter.cancel()
+            await asyncio.gather(lag_reporter, replica_reporter, return_exceptions=True)
             finished.set()
 
     async def poll_once(self) -> None:
