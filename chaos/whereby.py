@@ -30,6 +30,9 @@ class Whereby:
         self.acked: set[str] = set()
         self.gave_up: set[str] = set()
         self.statuses: Counter[str] = Counter()
+        # When (time.monotonic()) each 503 and each unanswered attempt happened: how long the outage lasted.
+        self.unavailable_at: list[float] = []
+        self.no_answer_at: list[float] = []
 
     async def _deliver(self, http: aiohttp.ClientSession, event: Event, *, bad_signature: bool = False) -> None:
         for attempt in range(1 + len(BACKOFF_S)):
@@ -43,6 +46,8 @@ class Whereby:
                 ) as response:
                     await response.read()
                     self.statuses[str(response.status)] += 1
+                    if response.status == 503:
+                        self.unavailable_at.append(time.monotonic())
                     if 200 <= response.status < 300:
                         if not bad_signature:
                             self.acked.add(event.event_id)
@@ -51,6 +56,7 @@ class Whereby:
                         return  # final for Whereby: a client fault is never retried
             except (TimeoutError, aiohttp.ClientError, OSError):
                 self.statuses["no_answer"] += 1
+                self.no_answer_at.append(time.monotonic())
             if attempt < len(BACKOFF_S):
                 await asyncio.sleep(BACKOFF_S[attempt])
         if not bad_signature:
@@ -78,3 +84,28 @@ class Whereby:
                 await limit.acquire()
                 tasks.append(asyncio.create_task(one(event)))
             await asyncio.gather(*tasks)
+
+    def outage(self) -> dict[str, float | int]:
+        """How long webhooks went without a 2xx: 503 answers (and unanswered attempts) grouped into incidents
+        (none more than OUTAGE_GAP_S apart), with their count, total and longest duration."""
+        out: dict[str, float | int] = {}
+        for label, times in (("answered_503", self.unavailable_at), ("no_answer", self.no_answer_at)):
+            spans = incidents(times)
+            out[f"{label}_s"] = round(sum(end - start for start, end in spans), 1)
+            out[f"{label}_longest_s"] = round(max((end - start for start, end in spans), default=0.0), 1)
+            out[f"{label}_incidents"] = len(spans)
+        return out
+
+
+OUTAGE_GAP_S = 2.0
+
+
+def incidents(times: list[float], gap_s: float = OUTAGE_GAP_S) -> list[tuple[float, float]]:
+    """Moments grouped into (first, last) spans, a new span wherever two are more than `gap_s` apart."""
+    spans: list[tuple[float, float]] = []
+    for t in sorted(times):
+        if spans and t - spans[-1][1] <= gap_s:
+            spans[-1] = (spans[-1][0], t)
+        else:
+            spans.append((t, t))
+    return spans

@@ -6,6 +6,7 @@ leader loses nothing acknowledged. The cluster is always stopped at the end.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import shutil
@@ -101,7 +102,7 @@ async def test_replicated_topics_survive_a_leader_kill(cluster: dict[str, str], 
     # kill -9 the leader of partition 0: its partitions move to the followers, which already have every
     # acknowledged record (acks=all waited for the whole in-sync set).
     leader = next(st.leader for st in states if st.topic == s.topic_raw and st.partition == 0)
-    subprocess.run(["bash", str(KAFKA_SH), "kill", str(leader)], env=cluster, check=True)
+    await asyncio.to_thread(subprocess.run, ["bash", str(KAFKA_SH), "kill", str(leader)], env=cluster, check=True)
     after = [f"after-{i}".encode() for i in range(300)]
     await produce(s, s.topic_raw, after)  # ISR 2 >= min.insync.replicas 2: still accepted
 
