@@ -425,7 +425,10 @@ SCENARIOS: dict[str, Callable[[], Coroutine[Any, Any, list[dict[str, Any]]]]] = 
         "cluster_rolling_restart", brokers.rolling_restart, instances={"enrich": 2}
     ),
     "cluster_enrich_scaling": cluster_scenario(
-        "cluster_enrich_scaling", scaling.enrich_scaling, evidence=scaling.redeliveries
+        "cluster_enrich_scaling",
+        scaling.enrich_scaling,
+        evidence=scaling.redeliveries,
+        CONSUMER_LAG_INTERVAL_S="1",  # each instance names the partitions it owns within a second
     ),
     "cluster_ingest_workers": cluster_scenario(
         "cluster_ingest_workers",

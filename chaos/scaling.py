@@ -21,6 +21,9 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aiokafka import TopicPartition
+
+from pipeline import kafka
 from tests.stack import REPO, instance_name
 
 if TYPE_CHECKING:
@@ -43,8 +46,42 @@ async def _until(predicate: Any, *, timeout_s: float, interval_s: float = 0.2, w
     raise RuntimeError(f"{what}: not within {timeout_s:.0f}s")
 
 
+def _owned_partitions(sc: Scenario, name: str) -> list[int]:
+    """Raw-topic partitions an enrich instance reports lag for, i.e. owns (CONSUMER_LAG_INTERVAL_S=1)."""
+    with contextlib.suppress(urllib.error.URLError, OSError):
+        with urllib.request.urlopen(sc.stack.url(name, "/metrics"), timeout=2) as response:
+            text = response.read().decode()
+        topic = f'topic="{sc.settings.topic_raw}"'
+        return sorted(
+            int(line.split('partition="')[1].split('"')[0])
+            for line in text.splitlines()
+            if line.startswith("whereby_consumer_lag_records{") and topic in line and 'stage="enrich"' in line
+        )
+    return []
+
+
+async def _uncommitted(sc: Scenario, partitions: list[int]) -> int:
+    """Records on these raw partitions that the enrich group has not committed yet."""
+    tps = [TopicPartition(sc.settings.topic_raw, p) for p in partitions]
+    consumer = kafka.consumer(sc.settings, group_id=None)
+    admin = kafka.admin_client(sc.settings)
+    await consumer.start()
+    await admin.start()
+    try:
+        ends = await consumer.end_offsets(tps)
+        committed = await admin.list_consumer_group_offsets(sc.settings.enrich_group, partitions=tps)
+        return sum(ends[tp] - (committed[tp].offset if tp in committed else 0) for tp in tps)
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
 async def enrich_scaling(sc: Scenario) -> dict[str, Any]:
-    """enrich 1 → 3 instances, kill -9 of one that owns partitions (the supervisor restarts it), → 1."""
+    """enrich 1 → 3 instances, kill -9 of one holding uncommitted records (the supervisor restarts it), → 1.
+
+    The victim is frozen (SIGSTOP) first and killed only once its partitions hold records it has not
+    committed: those are in flight, and the rebalance after the kill hands them to another instance.
+    """
     await asyncio.sleep(2)
     await sc.scale("enrich", 3)
     names = [instance_name("enrich", i) for i in range(3)]
@@ -53,11 +90,26 @@ async def enrich_scaling(sc: Scenario) -> dict[str, Any]:
         return all(_instance_metric(sc, n, "whereby_consumer_assigned_partitions", stage="enrich") > 0 for n in names)
 
     await _until(spread, timeout_s=60, what="the three enrich instances did not all get partitions")
-    await asyncio.sleep(1.5)  # let the new owners take records in flight
     victim = random.choice(names[1:])
-    owned = _instance_metric(sc, victim, "whereby_consumer_assigned_partitions", stage="enrich")
+
+    def settled() -> bool:  # its lag series (refreshed each second) name exactly the partitions it holds now
+        owned = _owned_partitions(sc, victim)
+        return bool(owned) and len(owned) == _instance_metric(
+            sc, victim, "whereby_consumer_assigned_partitions", stage="enrich"
+        )
+
+    await _until(settled, timeout_s=30, what=f"{victim} did not report the partitions it owns")
+    partitions = _owned_partitions(sc, victim)
     batches = _instance_metric(sc, victim, "whereby_enrich_batch_records_count")
+    os.kill(sc.stack.procs[victim].pid, signal.SIGSTOP)
+    uncommitted = 0
+    deadline = time.monotonic() + 15
+    while uncommitted == 0 and time.monotonic() < deadline:
+        uncommitted = await _uncommitted(sc, partitions)
+        await asyncio.sleep(0.2)
     sc.stack.kill(victim)  # no drain, no commit: its uncommitted records go to the next owner
+    if uncommitted == 0:
+        raise RuntimeError(f"{victim} had no uncommitted records on partitions {partitions} when killed")
     await sc.wait_restarted(victim)
     await asyncio.sleep(2)
     rebalances = sum(
@@ -65,9 +117,10 @@ async def enrich_scaling(sc: Scenario) -> dict[str, Any]:
     )  # a lower bound: the killed instance's count died with it
     await sc.scale("enrich", 1)
     return {
-        "fault": f"enrich scaled 1 -> 3 -> 1 under load; kill -9 of {victim} while it owned {owned:.0f} "
-        "partition(s), restarted by the supervisor",
+        "fault": f"enrich scaled 1 -> 3 -> 1 under load; kill -9 of {victim} with {uncommitted} uncommitted "
+        f"records on its partitions {partitions}, restarted by the supervisor",
         "killed_instance": victim,
+        "uncommitted_at_kill": uncommitted,
         "victim_batches_before_kill": int(batches),
         "rebalances_seen": int(rebalances),
     }
