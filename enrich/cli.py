@@ -215,7 +215,16 @@ class ProgressBar:
 
 async def _replay(args: argparse.Namespace) -> int:
     settings = load_settings()
-    summary = await replay(settings, since_ms=args.since_ms, progress=ProgressBar())
+    if args.since_ms is not None and args.until_ms is not None and args.since_ms >= args.until_ms:
+        raise ConfigError("replay: --from must be before --to")
+    summary = await replay(
+        settings,
+        since_ms=args.since_ms,
+        until_ms=args.until_ms,
+        source=args.source,
+        api=args.api,
+        progress=ProgressBar(),
+    )
     for line in summary.lines():
         print(line)
     return 0
@@ -256,15 +265,34 @@ def register(sub: Any) -> None:
 
     rep = sub.add_parser(
         "replay",
-        help="re-enrich the raw topic with today's dimensions (safe while the pipeline runs)",
-        description="Reads the raw topic up to its current end with its own consumer and produces new enriched "
-        "records that supersede earlier ones in ClickHouse (newest enrichment per event id wins).",
+        help="re-enrich raw events with today's dimensions (safe while the pipeline runs)",
+        description="Reads the raw topic up to its current end with its own consumer, and the raw archive (through "
+        "the read API) for history the topic no longer holds, and produces new enriched records that supersede "
+        "earlier ones in ClickHouse (the enrichment with the newest dimensions wins per event id).",
     )
     rep.add_argument(
         "--from",
         dest="since_ms",
         type=parse_since,
         metavar="ISO-TIME",
-        help="start at events written to Kafka at or after this time (default: the whole raw topic)",
+        help="start at events received at or after this time (default: all history)",
+    )
+    rep.add_argument(
+        "--to",
+        dest="until_ms",
+        type=parse_since,
+        metavar="ISO-TIME",
+        help="stop before events received at or after this time (default: now)",
+    )
+    rep.add_argument(
+        "--source",
+        choices=("auto", "topic", "archive"),
+        default="auto",
+        help="auto (default): the raw archive for what the topic no longer holds, the topic for the rest",
+    )
+    rep.add_argument(
+        "--api",
+        default="http://127.0.0.1:8082",
+        help="the read API serving the raw archive (the sink, or serve-api); token from READ_API_TOKEN",
     )
     rep.set_defaults(handler=lambda a: _one_shot(_replay(a)))

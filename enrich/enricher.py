@@ -123,36 +123,49 @@ def _envelope(body: bytes) -> tuple[dict[str, Any], str, str, int, dict[str, Any
     return doc, event_id, event_type, created_at_ms, data
 
 
-def enrich(
-    body: bytes, headers: dict[str, str], dims: DimensionTable, *, now_ms: int, version: int | None = None
-) -> EnrichedEvent:
+def enrich(body: bytes, headers: dict[str, str], dims: DimensionTable, *, now_ms: int) -> EnrichedEvent:
     """Enrich one raw event body; raise BadEvent if it is not a usable Whereby event.
 
-    `version` becomes `enrichment_version` (the caller passes a strictly increasing value, see
-    `VersionClock`); it defaults to `now_ms` for callers that do not care about superseding.
+    Its `enrichment_version` comes from the dimensions applied (:func:`pipeline.contract.enrichment_version`).
     """
     return _enrich(
-        body, headers.get(contract.HEADER_RECEIVED_AT_MS), dims, now_ms, now_ms if version is None else version
+        body,
+        headers.get(contract.HEADER_RECEIVED_AT_MS),
+        headers.get(contract.HEADER_EVENT_SOURCE),
+        dims,
+        now_ms,
     )
 
 
 def enrich_record(
-    body: bytes, received_at_ms: bytes | str | None, dims: DimensionTable, now_ms: int, version: int
+    body: bytes,
+    received_at_ms: bytes | str | None,
+    source: bytes | str | None,
+    dims: DimensionTable,
+    now_ms: int,
 ) -> tuple[bytes, str, str, str]:
     """The stage's hot path: (enriched JSON, customer resolution, user resolution, room name) of one raw
-    record, given the raw `received-at-ms` header value as it came off the wire (bytes or None).
+    record, given the raw `received-at-ms` and `event-source` header values as they came off the wire.
 
     Same rules and output as `enrich`, without decoding every header or handing a dict back.
     """
-    event = _enrich(body, received_at_ms, dims, now_ms, version)
+    event = _enrich(body, received_at_ms, source, dims, now_ms)
     return _dumps(event), event["customer_resolution"], event["user_resolution"], event["room_name"]
+
+
+_INSIGHTS = (contract.SOURCE_INSIGHTS, contract.SOURCE_INSIGHTS.encode())
+
+
+def _source(value: bytes | str | None) -> str:
+    """`insights` for a synthesized event; anything else (a webhook has no header) is a webhook."""
+    return contract.SOURCE_INSIGHTS if value in _INSIGHTS else contract.SOURCE_WEBHOOK
 
 
 _dumps = orjson.dumps
 
 
 def _enrich(
-    body: bytes, received: bytes | str | None, dims: DimensionTable, now_ms: int, version: int
+    body: bytes, received: bytes | str | None, source: bytes | str | None, dims: DimensionTable, now_ms: int
 ) -> EnrichedEvent:
     doc, event_id, event_type, created_at_ms, data = _envelope(body)
     get = data.get
@@ -212,10 +225,12 @@ def _enrich(
         "user_id": user.user_id if user else None,
         "user_resolution": user_resolution,
         "dimension_version": dims.version,
-        "enrichment_version": version,
+        "enrichment_version": contract.enrichment_version(dims.version),
         "enriched_at_ms": now_ms,
         "metadata_form": metadata_form,
         "customer_prefix": prefix,
         "user_customer_id": user.customer_id if user else None,
+        "user_name": user.name if user else None,
+        "source": _source(source),
     }
     return event

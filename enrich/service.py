@@ -40,7 +40,6 @@ from prometheus_client import Counter, Histogram
 from enrich.dimensions import DimensionTable
 from enrich.dimtopic import DimensionFollower
 from enrich.enricher import CUSTOMER_RESOLUTIONS, USER_RESOLUTIONS, BadEvent, enrich_record
-from enrich.versions import VersionClock
 from pipeline import contract, kafka, lag, rebalance, replicas
 from pipeline.settings import Settings
 
@@ -82,12 +81,16 @@ for _result in USER_RESOLUTIONS:
     RESOLUTION.labels("user", _result)
 
 
-def _received_at(headers: Sequence[tuple[str, bytes]]) -> bytes | None:
-    """The one raw-record header enrichment reads (received-at), undecoded; decoding them all costs."""
+def _received_at_and_source(headers: Sequence[tuple[str, bytes]]) -> tuple[bytes | None, bytes | None]:
+    """The two raw-record headers enrichment reads (received-at, event-source), undecoded; decoding them
+    all costs. A webhook carries no event-source header (ingest writes three headers, backfill four)."""
+    received = source = None
     for name, value in headers:
         if name == contract.HEADER_RECEIVED_AT_MS:
-            return value
-    return None
+            received = value
+        elif name == contract.HEADER_EVENT_SOURCE:
+            source = value
+    return received, source
 
 
 class _FinishBatchOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -113,7 +116,6 @@ class EnrichService:
         self.settings = settings
         self.table = DimensionTable()
         self._dims = DimensionFollower(settings, self.table)
-        self._clock = VersionClock()
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._batch_lock = asyncio.Lock()
@@ -236,7 +238,6 @@ class EnrichService:
         table = self.table
         enriched_topic = self.settings.topic_enriched
         now = contract.now_ms()
-        version = self._clock.next()
         copartitioned = await self._copartitioned_count()
         builders: dict[int, Any] = {}  # output partition -> open aiokafka BatchBuilder
         new_batch = producer.create_batch
@@ -246,7 +247,7 @@ class EnrichService:
             for record in records:
                 try:
                     value, customer, user, room = enrich_record(
-                        record.value or b"", _received_at(record.headers), table, now, version
+                        record.value or b"", *_received_at_and_source(record.headers), table, now
                     )
                 except BadEvent as exc:
                     deliveries.append(await self._dead_letter(tp, record, exc))

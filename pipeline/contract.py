@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Sequence
 from typing import Any, NotRequired, TypedDict
 
 import orjson
@@ -42,9 +43,9 @@ class EnrichedEvent(TypedDict):
     """One Whereby event after enrichment, as JSON on `whereby.events.enriched`.
 
     Times are integer milliseconds since the epoch (UTC). `enrichment_version` orders enrichments of the
-    same event: the newest wins in ClickHouse, which is what makes a replay supersede earlier results.
-    Enrich sets it to a strictly increasing count of microseconds since the epoch, so a later enrichment
-    (e.g. a replay) always outranks an earlier one.
+    same event: the highest wins in ClickHouse. It is :func:`enrichment_version` of the dimensions the
+    enricher applied (never a clock), so a replay after a dimension change supersedes earlier results,
+    while an instance that is behind on dimensions, or a host with a skewed clock, cannot.
 
     Fields marked NotRequired may be absent (older producers); consumers must not depend on them.
     """
@@ -82,6 +83,21 @@ class EnrichedEvent(TypedDict):
     customer_prefix: NotRequired[str | None]
     # The customer the user record names; informational only, never the billing key (the prefix is).
     user_customer_id: NotRequired[str | None]
+    # The registered user's name (None when the externalId is not registered).
+    user_name: NotRequired[str | None]
+    # `webhook`, or `insights` for an event `reconcile --backfill` synthesized (raw header event-source).
+    source: NotRequired[str]
+
+
+# Every enrichment version of this contract outranks the previous release's (clock-based: epoch
+# microseconds, about 1.8e15), so an upgraded store lets a replay win over events stored before it.
+ENRICHMENT_VERSION_BASE = 1 << 62
+
+
+def enrichment_version(dimension_version: int) -> int:
+    """The `enrichment_version` of an event enriched against dimensions at `dimension_version` (one past
+    the offset of the last dimensions-topic record applied): the data decides, not a clock."""
+    return ENRICHMENT_VERSION_BASE + dimension_version
 
 
 def now_ms() -> int:
@@ -89,7 +105,7 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def headers_dict(headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...] | None) -> dict[str, str]:
+def headers_dict(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:
     """Kafka record headers as a str -> str dict (undecodable values are replaced, never raised on)."""
     return {k: v.decode("utf-8", "replace") for k, v in (headers or ())}
 

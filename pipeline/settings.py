@@ -117,6 +117,8 @@ class Settings:
     sink_batch_rows: int
     sink_batch_bytes: int
     sink_batch_seconds: float
+    # A connection open longer than this is stale: shown as such, counted by a metric, alerted on.
+    stale_connection_s: float
 
     instance_id: str
 
@@ -197,6 +199,7 @@ class Settings:
             sink_batch_rows=env.integer("SINK_BATCH_ROWS", 10_000, low=1),
             sink_batch_bytes=env.integer("SINK_BATCH_BYTES", 16 * 1024 * 1024, low=1024),
             sink_batch_seconds=env.number("SINK_BATCH_SECONDS", 1.0),
+            stale_connection_s=env.number("STALE_CONNECTION_S", 6 * 3600.0),
             instance_id=env.text("INSTANCE_ID", f"{socket.gethostname()}-{os.getpid()}"),
             ingest_workers=env.integer("INGEST_WORKERS", 1, low=1, high=64),
             enrich_instances=env.integer("ENRICH_INSTANCES", 1, low=1, high=64),

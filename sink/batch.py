@@ -31,6 +31,10 @@ class RecordLike(Protocol):
     def key(self) -> bytes | None: ...
     @property
     def value(self) -> bytes | None: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +46,8 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: int = 0
+    headers: Sequence[tuple[str, bytes]] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +75,8 @@ class Batch:
     started: float
     events: list[RecordLike] = field(default_factory=list)
     dimensions: list[RecordLike] = field(default_factory=list)
+    # Raw-topic records (webhook bodies as received), for the raw archive.
+    archive: list[RecordLike] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     next_offsets: dict[TopicPartitionKey, int] = field(default_factory=dict)
     rows: int = 0

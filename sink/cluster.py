@@ -14,6 +14,9 @@ each statement is rewritten before it runs:
   target on the same node; one reading a table that stays as it is (the `Null` input table) writes the
   `Distributed` target, so an insert on any node is routed to the right shard.
 - Views keep the names of the `Distributed` tables, so BI queries are the same on both variants.
+- `ALTER TABLE` runs on the `_local` table and on its `Distributed` table (both need a new column);
+  `DROP` and `CREATE OR REPLACE VIEW` get `ON CLUSTER`; an `INSERT … SELECT` (a data migration) runs as
+  written on one node, reading and writing the `Distributed` tables.
 
 Pure string rewriting, no I/O: unit-tested, and the output is checked to parse on the embedded engine.
 """
@@ -29,7 +32,10 @@ _CREATE_MV = re.compile(
     r"^CREATE MATERIALIZED VIEW IF NOT EXISTS (\w+)\.(\w+) TO (\w+)\.(\w+)(.*?)\bFROM (\w+)\.(\w+)",
     re.IGNORECASE | re.DOTALL,
 )
-_CREATE_VIEW = re.compile(r"^CREATE VIEW IF NOT EXISTS (\w+)\.(\w+)", re.IGNORECASE)
+_CREATE_VIEW = re.compile(r"^CREATE (?:OR REPLACE )?VIEW (?:IF NOT EXISTS )?(\w+)\.(\w+)", re.IGNORECASE)
+_ALTER_TABLE = re.compile(r"^ALTER TABLE (\w+)\.(\w+)", re.IGNORECASE)
+_DROP = re.compile(r"^DROP (?:TABLE|VIEW) IF EXISTS (\w+)\.(\w+)", re.IGNORECASE)
+_INSERT = re.compile(r"^INSERT INTO ", re.IGNORECASE)
 _ENGINE = re.compile(r"ENGINE\s*=\s*(\w*)MergeTree\s*(?:\(([^()]*)\))?", re.IGNORECASE)
 _DEDUP_WINDOW = re.compile(r"\s*SETTINGS\s+non_replicated_deduplication_window\s*=\s*\d+\s*$", re.IGNORECASE)
 
@@ -57,6 +63,15 @@ class ClusterRewriter:
             return [self._materialized_view(statement, match)]
         if match := _CREATE_VIEW.match(statement):
             return [f"{match.group(0)} {self.on_cluster}{statement[match.end() :]}"]
+        if match := _ALTER_TABLE.match(statement):
+            db, name = match.groups()
+            rest = statement[match.end() :]
+            out = [f"ALTER TABLE {db}.{name}_local {self.on_cluster}{rest}"] if (db, name) in self.replicated else []
+            return [*out, f"ALTER TABLE {db}.{name} {self.on_cluster}{rest}"]
+        if match := _DROP.match(statement):
+            return [f"{match.group(0)} {self.on_cluster}{statement[match.end() :]}"]
+        if _INSERT.match(statement):
+            return [statement]
         raise ValueError(f"no cluster rewrite for statement: {statement[:80]!r}")
 
     def _table(self, statement: str, match: re.Match[str], shard_key: str | None) -> list[str]:

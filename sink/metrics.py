@@ -6,12 +6,12 @@ from prometheus_client import Counter, Gauge, Histogram
 
 ROWS = Counter(
     "whereby_sink_rows_total",
-    "Records handled by the sink, by kind (event, dimension) and outcome (inserted, deadletter)",
+    "Records handled by the sink, by kind (event, dimension, archive) and outcome (inserted, deadletter)",
     ["kind", "outcome"],
 )
 INSERT_SECONDS = Histogram(
     "whereby_sink_insert_duration_seconds",
-    "Duration of one ClickHouse insert, by target (events, dimensions)",
+    "Duration of one ClickHouse insert, by target (events, dimensions, archive)",
     ["target"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
@@ -43,3 +43,31 @@ LATENCY = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800, 3600),
 )
 PAUSED = Gauge("whereby_sink_paused", "1 while consumption is paused (insert backing off or buffer full)")
+
+DERIVE_ROOMS = Counter("whereby_sink_derive_rooms_total", "Rooms whose connection and session rows were recomputed")
+DERIVE_ROWS = Counter(
+    "whereby_sink_derive_rows_total",
+    "Derived rows written, by table (connection_rows, session_rows) and kind (upsert, delete)",
+    ["table", "kind"],
+)
+DERIVE_SECONDS = Histogram(
+    "whereby_sink_derive_duration_seconds",
+    "Duration of one derivation cycle (all rooms with new events)",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+DERIVE_BACKLOG = Gauge(
+    "whereby_sink_derive_backlog_rooms", "Rooms with new events waiting for their rows to be derived"
+)
+DERIVE_LAG = Gauge(
+    "whereby_sink_derive_lag_seconds",
+    "Age of the oldest stored change whose connection and session rows are not derived yet (0 when current)",
+)
+DERIVE_FAILURES = Counter("whereby_sink_derive_failures_total", "Derivation cycles that failed and were retried")
+OPEN_CONNECTIONS = Gauge(
+    "whereby_sink_open_connections",
+    "Connections with no end yet (no left, no session end, room not known empty since), joined in the last 92 days",
+)
+STALE_OPEN_CONNECTIONS = Gauge(
+    "whereby_sink_stale_open_connections",
+    "Open connections that joined more than STALE_CONNECTION_S ago: their left and session end were lost",
+)

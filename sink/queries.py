@@ -116,13 +116,13 @@ def time_range(args: Mapping[str, str]) -> tuple[int, int]:
     return low, high
 
 
-def parse_limit(args: Mapping[str, str]) -> int:
-    """`limit`: a whole number from 1 to 100, 10 when absent (as Whereby's Insights API)."""
+def parse_limit(args: Mapping[str, str], maximum: int = MAX_LIMIT) -> int:
+    """`limit`: a whole number from 1 to `maximum` (100, as Whereby's Insights API), 10 when absent."""
     raw = args.get("limit", "")
     if raw == "":
         return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise BadParameter(f"limit must be a whole number from 1 to {MAX_LIMIT}, got {raw!r}")
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise BadParameter(f"limit must be a whole number from 1 to {maximum}, got {raw!r}")
     return int(raw)
 
 
@@ -198,6 +198,7 @@ def _paged(
     params: dict[str, Any],
     sorts: Mapping[str, Sort],
     default_sort: str,
+    max_limit: int = MAX_LIMIT,
 ) -> Query:
     """A keyset page over `SELECT select FROM source`: sorted by an allowed key, after the cursor's key."""
     sort_by = args.get("sortBy") or default_sort
@@ -207,7 +208,7 @@ def _paged(
         raise BadParameter(f"sortBy must be one of {', '.join(sorted(sorts))} with :asc or :desc, got {sort_by!r}")
     sort_by = f"{name}:{direction}"
     spec = sorts[name]
-    limit = parse_limit(args)
+    limit = parse_limit(args, max_limit)
     fingerprint = _fingerprint(path, filters)
     keys = ", ".join(f"{expr} AS _k{i}" for i, expr in enumerate(spec.keys))
     key_tuple = "tuple(" + ", ".join(f"_k{i}" for i in range(len(spec.keys))) + ")"
@@ -228,10 +229,19 @@ def _paged(
 
 # ----------------------------------------------------------------------------------------- usage/*
 
-# The [from, to) range as the arguments of the parameterised period views (connections_between,
-# sessions_between, usage_by_customer_period): they read only the months of the range (and one on each
-# side), where filtering the all-time views would merge every connection first.
+# The [from, to) range as the arguments of the parameterised views (usage_by_customer_period and the
+# others of sink/schema/007_views.sql): they read only the months of the range.
 PERIOD = "from = fromUnixTimestamp64Milli({from_ms:Int64}, 'UTC'), to = fromUnixTimestamp64Milli({to_ms:Int64}, 'UTC')"
+
+# What every usage result reports next to its keys (VIEWS.md): minutes by role class, and how many
+# connections are closed (counted), open, incomplete (no join) or estimated (a lower bound).
+MINUTES = ("participant_minutes", "recorder_minutes", "streamer_minutes", "assistant_minutes", "captioner_minutes")
+CONNECTION_COUNTS = ("connections", "open_connections", "incomplete_connections", "estimated_connections")
+USAGE = (*MINUTES, *CONNECTION_COUNTS)
+
+
+def _columns(names: tuple[str, ...]) -> str:
+    return ", ".join(names)
 
 
 def usage_customers(database: str, args: Mapping[str, str]) -> Query:
@@ -239,22 +249,19 @@ def usage_customers(database: str, args: Mapping[str, str]) -> Query:
     check_names(args, {"from", "to"})
     db = _db(database)
     low, high = time_range(args)
+    fields = (*USAGE, "unique_participants", "unique_users", "sessions")
+    sums = ",\n    ".join(f"toUInt64(sum({f})) AS {f}" for f in fields)
+    zeros = ", ".join(f"0 AS {f}" for f in fields)
     sql = f"""
 SELECT
     customer_id,
     argMax(customer_name, (kind = 'customer', customer_name IS NOT NULL)) AS customer_name,
-    toUInt64(sum(participant_minutes)) AS participant_minutes,
-    toUInt64(sum(recorder_minutes)) AS recorder_minutes,
-    toUInt64(sum(streamer_minutes)) AS streamer_minutes,
-    toUInt64(sum(sessions)) AS sessions,
-    toUInt64(sum(unique_users)) AS unique_users
+    {sums}
 FROM (
-    SELECT 'usage' AS kind, customer_id, customer_name, participant_minutes, recorder_minutes, streamer_minutes,
-           sessions, unique_users
+    SELECT 'usage' AS kind, customer_id, customer_name, {_columns(fields)}
     FROM {db}.usage_by_customer_period({PERIOD})
     UNION ALL
-    SELECT 'customer' AS kind, CAST(customer_id AS Nullable(String)) AS customer_id, name AS customer_name,
-           0 AS participant_minutes, 0 AS recorder_minutes, 0 AS streamer_minutes, 0 AS sessions, 0 AS unique_users
+    SELECT 'customer' AS kind, CAST(customer_id AS Nullable(String)) AS customer_id, name AS customer_name, {zeros}
     FROM {db}.customers
 )
 GROUP BY customer_id
@@ -264,45 +271,34 @@ ORDER BY participant_minutes DESC, customer_id IS NULL, customer_id
 
 
 def usage_customer_days(database: str, args: Mapping[str, str]) -> Query:
-    """Participant minutes per customer per UTC day (the page's chart), days with usage only."""
+    """Usage per customer per UTC day (the page's chart), days with usage only."""
     check_names(args, {"from", "to", "customer_id", "unresolved"})
     db = _db(database)
     low, high = time_range(args)
     params: dict[str, Any] = {"from_ms": low, "to_ms": high}
     customer = customer_filter(args, params)
     sql = f"""
-SELECT
-    toString(toDate(assumeNotNull(joined_at))) AS day,
-    customer_id,
-    argMax(customer_name, customer_name IS NOT NULL) AS customer_name,
-    toUInt64(sumIf(ifNull(minutes, 0), role_class = 'human')) AS participant_minutes
-FROM {db}.connections_between({PERIOD})
+SELECT toString(day) AS day, customer_id, customer_name, {_columns(USAGE)}, sessions
+FROM {db}.usage_by_customer_day_period({PERIOD})
 WHERE {customer}
-GROUP BY day, customer_id
 ORDER BY day, customer_id IS NULL, customer_id
 """
     return Query(sql, params)
 
 
 def usage_users(database: str, args: Mapping[str, str]) -> Query:
-    """Usage per user (per customer) in the range; connections without a known user form their own row."""
+    """Usage per (customer, externalId) in the range, registered or not; connections without an
+    externalId form one row per customer with `external_id: null`."""
     check_names(args, {"from", "to", "customer_id", "unresolved"})
     db = _db(database)
     low, high = time_range(args)
     params: dict[str, Any] = {"from_ms": low, "to_ms": high}
     customer = customer_filter(args, params)
     sql = f"""
-SELECT
-    external_id,
-    user_id,
-    customer_id,
-    argMax(customer_name, customer_name IS NOT NULL) AS customer_name,
-    toUInt64(sumIf(ifNull(minutes, 0), role_class = 'human')) AS participant_minutes,
-    toUInt64(uniqExact(room_session_id)) AS sessions
-FROM {db}.connections_between({PERIOD})
+SELECT customer_id, customer_name, external_id, user_id, user_name, {_columns(USAGE)}, sessions
+FROM {db}.usage_by_user_period({PERIOD})
 WHERE {customer}
-GROUP BY customer_id, user_id, external_id
-ORDER BY participant_minutes DESC, customer_id IS NULL, customer_id, user_id IS NULL, user_id, external_id
+ORDER BY participant_minutes DESC, customer_id IS NULL, customer_id, external_id IS NULL, external_id
 """
     return Query(sql, params)
 
@@ -315,26 +311,9 @@ def usage_rooms(database: str, args: Mapping[str, str]) -> Query:
     params: dict[str, Any] = {"from_ms": low, "to_ms": high}
     customer = customer_filter(args, params)
     sql = f"""
-SELECT
-    room_name,
-    customer_id,
-    argMax(customer_name, customer_name IS NOT NULL) AS customer_name,
-    toUInt64(sumIf(minutes, kind = 'connection' AND role_class = 'human')) AS participant_minutes,
-    toUInt64(sumIf(minutes, kind = 'connection' AND role_class = 'recorder')) AS recorder_minutes,
-    toUInt64(sumIf(minutes, kind = 'connection' AND role_class = 'streamer')) AS streamer_minutes,
-    toUInt64(countIf(kind = 'session')) AS sessions,
-    toUInt64(uniqExactIf(participant_id, kind = 'connection' AND role_class = 'human')) AS unique_participants
-FROM (
-    SELECT 'connection' AS kind, room_name, customer_id, customer_name, participant_id, role_class,
-           ifNull(minutes, 0) AS minutes
-    FROM {db}.connections_between({PERIOD})
-    UNION ALL
-    SELECT 'session' AS kind, room_name, customer_id, customer_name, CAST(NULL AS Nullable(String)) AS participant_id,
-           '' AS role_class, 0 AS minutes
-    FROM {db}.sessions_between({PERIOD})
-)
+SELECT room_name, customer_id, customer_name, {_columns(USAGE)}, sessions, unique_participants
+FROM {db}.rooms_between({PERIOD})
 WHERE {customer}
-GROUP BY room_name, customer_id
 ORDER BY participant_minutes DESC, room_name, customer_id IS NULL, customer_id
 """
     return Query(sql, params)
@@ -352,18 +331,19 @@ _ROOM_SORTS = {
 }
 
 _SESSION_SORTS = {
-    "startedAt": Sort(("ifNull(toUnixTimestamp64Milli(started_at), 0)", "room_session_id"), ("Int64", "String")),
-    "totalParticipantMinutes": Sort(("toInt64(participant_minutes)", "room_session_id"), ("Int64", "String")),
+    "startedAt": Sort(("ifNull(toUnixTimestamp64Milli(started_at), 0)", "session_key"), ("Int64", "String")),
+    "totalParticipantMinutes": Sort(("toInt64(participant_minutes)", "session_key"), ("Int64", "String")),
 }
 
-_PARTICIPANT_TIEBREAK = ("room_name", "participant_id")
+# A participant can have several connections (rejoins): the connection id makes the order total.
+_PARTICIPANT_TIEBREAK = ("room_name", "connection_id")
 _PARTICIPANT_SORTS = {
     "joinedAt": Sort(
         ("ifNull(toUnixTimestamp64Milli(joined_at), 0)", *_PARTICIPANT_TIEBREAK), ("Int64", "String", "String")
     ),
     # Open connections have no end yet: they sort after every ended one.
     "leftAt": Sort(
-        (f"ifNull(toUnixTimestamp64Milli(ended_at), {INT64_MAX})", *_PARTICIPANT_TIEBREAK),
+        (f"ifNull(toUnixTimestamp64Milli(coalesce(ended_at, left_at)), {INT64_MAX})", *_PARTICIPANT_TIEBREAK),
         ("Int64", "String", "String"),
     ),
 }
@@ -385,7 +365,9 @@ def insights_rooms(database: str, args: Mapping[str, str]) -> Query:
         participant_minutes AS totalParticipantMinutes, recorder_minutes AS totalRecorderMinutes,
         streamer_minutes AS totalStreamerMinutes, unique_participants AS totalUniqueParticipants,
         unique_recorders AS totalUniqueRecorders, unique_streamers AS totalUniqueStreamers,
-        unique_users AS totalUniqueUsers, sessions AS totalSessions, open_connections AS openConnections"""
+        unique_users AS totalUniqueUsers, sessions AS totalSessions, assistant_minutes AS totalAssistantMinutes,
+        captioner_minutes AS totalCaptionerMinutes, open_connections AS openConnections,
+        incomplete_connections AS incompleteConnections, estimated_connections AS estimatedConnections"""
     return _paged(
         "/insights/rooms",
         args,
@@ -415,7 +397,9 @@ def insights_room_sessions(database: str, args: Mapping[str, str]) -> Query:
         participant_minutes AS totalParticipantMinutes, recorder_minutes AS totalRecorderMinutes,
         streamer_minutes AS totalStreamerMinutes, unique_participants AS totalUniqueParticipants,
         unique_recorders AS totalUniqueRecorders, unique_streamers AS totalUniqueStreamers,
-        open_connections AS openConnections"""
+        assistant_minutes AS totalAssistantMinutes, captioner_minutes AS totalCaptionerMinutes,
+        open_connections AS openConnections, incomplete_connections AS incompleteConnections,
+        estimated_connections AS estimatedConnections"""
     return _paged(
         "/insights/room-sessions",
         args,
@@ -445,8 +429,9 @@ def insights_participants(database: str, args: Mapping[str, str]) -> Query:
     select = """
         room_session_id AS roomSessionId, room_name AS roomName, participant_id AS participantId,
         user_id AS userId, external_id AS externalId, customer_id AS customerId, customer_name AS customerName,
-        role_name AS roleName, role_class AS roleClass, display_name AS displayName, joined_at AS joinedAt,
-        ended_at AS leftAt, end_source AS endSource, minutes AS minutes, toBool(is_open) AS isOpen"""
+        user_name AS userName, role_name AS roleName, role_class AS roleClass, display_name AS displayName,
+        joined_at AS joinedAt, coalesce(ended_at, left_at) AS leftAt, end_source AS endSource, minutes AS minutes,
+        toBool(is_open) AS isOpen, toBool(is_incomplete) AS isIncomplete, sources AS sources"""
     return _paged(
         "/insights/participants",
         args,
@@ -459,6 +444,39 @@ def insights_participants(database: str, args: Mapping[str, str]) -> Query:
     )
 
 
+# ------------------------------------------------------------------------------------------ archive
+
+ARCHIVE_MAX_LIMIT = 5000
+_ARCHIVE_SORTS = {"receivedAt": Sort(("toUnixTimestamp64Milli(received_at)", "event_id"), ("Int64", "String"))}
+
+
+def archive_raw(database: str, args: Mapping[str, str]) -> Query:
+    """The raw archive in `[from, to)` of arrival time, oldest first, in keyset pages of up to 5,000:
+    what `replay` reads for ranges the raw topic no longer holds. Bodies are personal data: the endpoint
+    is behind the read API's token like every other, and nothing here is logged."""
+    check_names(args, {"from", "to", "cursor", "limit"})
+    db = _db(database)
+    low, high = time_range(args)
+    params: dict[str, Any] = {"from_ms": low, "to_ms": high}
+    select = """
+        toUnixTimestamp64Milli(received_at) AS receivedAtMs, event_id AS eventId, event_type AS eventType,
+        room_name AS roomName, source AS source, body AS body"""
+    return _paged(
+        "/archive/raw",
+        args,
+        {k: v for k, v in args.items() if k in ("from", "to")},
+        select=select,
+        source=(
+            f"{db}.raw_archive FINAL WHERE received_at >= fromUnixTimestamp64Milli({{from_ms:Int64}}, 'UTC') "
+            "AND received_at < fromUnixTimestamp64Milli({to_ms:Int64}, 'UTC')"
+        ),
+        params=params,
+        sorts=_ARCHIVE_SORTS,
+        default_sort="receivedAt:asc",
+        max_limit=ARCHIVE_MAX_LIMIT,
+    )
+
+
 ENDPOINTS: dict[str, Builder] = {
     "/usage/customers": usage_customers,
     "/usage/customer-days": usage_customer_days,
@@ -467,6 +485,7 @@ ENDPOINTS: dict[str, Builder] = {
     "/insights/rooms": insights_rooms,
     "/insights/room-sessions": insights_room_sessions,
     "/insights/participants": insights_participants,
+    "/archive/raw": archive_raw,
 }
 
 

@@ -37,6 +37,8 @@ class Column:
     total: bool = False
 
 
+# Every usage table shows minutes by role class and the connections that add no minutes (open, no join)
+# or only a lower bound (estimated), so a total is never read without knowing how complete it is.
 COLUMNS: dict[str, tuple[Column, ...]] = {
     "customer": (
         Column("customer_id", "customer"),
@@ -44,6 +46,10 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         Column("participant_minutes", "participant min", True),
         Column("recorder_minutes", "recorder min", True),
         Column("streamer_minutes", "streamer min", True),
+        Column("assistant_minutes", "assistant min", True),
+        Column("captioner_minutes", "captioner min", True),
+        Column("open_connections", "open", True),
+        Column("incomplete_connections", "no join", True),
         Column("sessions", "sessions", True),
         Column("unique_users", "users"),
     ),
@@ -51,7 +57,11 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         Column("customer_id", "customer"),
         Column("external_id", "external id"),
         Column("user_id", "user"),
+        Column("user_name", "user name"),
         Column("participant_minutes", "participant min", True),
+        Column("assistant_minutes", "assistant min", True),
+        Column("open_connections", "open", True),
+        Column("incomplete_connections", "no join", True),
         Column("sessions", "sessions"),
     ),
     "room": (
@@ -60,6 +70,10 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         Column("participant_minutes", "participant min", True),
         Column("recorder_minutes", "recorder min", True),
         Column("streamer_minutes", "streamer min", True),
+        Column("assistant_minutes", "assistant min", True),
+        Column("captioner_minutes", "captioner min", True),
+        Column("open_connections", "open", True),
+        Column("incomplete_connections", "no join", True),
         Column("sessions", "sessions", True),
         Column("unique_participants", "participants"),
     ),

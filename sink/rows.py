@@ -9,11 +9,13 @@ as rows.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import orjson
 
 from pipeline import contract
+from sink.batch import RecordLike
 
 CUSTOMER_COLUMNS = ("customer_id", "name", "room_name_prefixes", "attributes", "deleted", "version")
 USER_COLUMNS = ("external_id", "user_id", "customer_id", "name", "email", "attributes", "deleted", "version")
@@ -115,4 +117,36 @@ def dimension_row(key: bytes | None, value: bytes | None, offset: int) -> tuple[
         _attributes(doc),
         False,
         offset,
+    ]
+
+
+ARCHIVE_TABLE = "raw_archive"
+ARCHIVE_COLUMNS = (
+    "received_at",
+    "event_id",
+    "event_type",
+    "room_name",
+    "source",
+    "body",
+    "topic_partition",
+    "topic_offset",
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def archive_row(record: RecordLike) -> list[Any]:
+    """The `raw_archive` row of one raw-topic record: its body as received, with what ingest put in the
+    headers (never parsed here: the body is archived whatever it holds; replay judges it later)."""
+    headers = contract.headers_dict(record.headers)
+    received = headers.get(contract.HEADER_RECEIVED_AT_MS, "")
+    received_ms = int(received) if received.isdigit() else record.timestamp
+    return [
+        _EPOCH + timedelta(milliseconds=received_ms),
+        headers.get(contract.HEADER_EVENT_ID, ""),
+        headers.get(contract.HEADER_EVENT_TYPE, ""),
+        (record.key or b"").decode("utf-8", "replace"),
+        headers.get(contract.HEADER_EVENT_SOURCE) or contract.SOURCE_WEBHOOK,
+        record.value or b"",
+        record.partition,
+        record.offset,
     ]

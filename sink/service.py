@@ -11,6 +11,9 @@ A thin adapter around the pure parts (:mod:`sink.batch`, :mod:`sink.writer`, :mo
   the stage without committing.
 - A rebalance flushes before partitions are revoked; if ClickHouse cannot take the flush in time, the
   batch is dropped uncommitted and the partitions' new owner consumes it again.
+- The deriver (:mod:`sink.derive`) turns stored events into connection and session rows on its own
+  ClickHouse handle and thread; at start it first catches up with every room left underived (all rooms,
+  after an upgrade), so the read API never answers from half-derived rows. Each flush wakes it.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from pipeline import contract, kafka, lag, rebalance, replicas
 from pipeline.settings import Settings
 from sink import metrics, readapi, store
 from sink.batch import Batch, DeadLetter, Limits, Record, RecordLike
+from sink.derive import Deriver
 from sink.errors import backoff_delay
 from sink.rows import BadRow, event_line, single_lines_size
 from sink.writer import ClickHouseWriter, Outcome, RetryLater
@@ -71,6 +75,8 @@ class SinkService:
         self.db = settings.clickhouse_database
         self.limits = Limits(settings.sink_batch_rows, settings.sink_batch_bytes, settings.sink_batch_seconds)
         self.client: Client | None = None
+        self._derive_client: Client | None = None
+        self.deriver: Deriver | None = None
         self._writer: ClickHouseWriter | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -94,6 +100,12 @@ class SinkService:
         )
         cluster = self.settings.clickhouse_cluster
         await asyncio.to_thread(store.migrate, self.client, self.db, cluster)
+        # Its own handle: a derivation never waits for an insert on the writer's, nor holds one up.
+        self._derive_client = await asyncio.to_thread(
+            store.connect, self.settings.clickhouse_url, self.settings.clickhouse_access
+        )
+        self.deriver = Deriver(self._derive_client, self.db, stale_after_s=self.settings.stale_connection_s)
+        await asyncio.to_thread(catch_up, self.deriver)
         self._writer = ClickHouseWriter(self.client, self.db, cluster=bool(cluster))
         await kafka.prepare(self.settings)
         self._producer = kafka.producer(self.settings)
@@ -101,8 +113,10 @@ class SinkService:
         self._consumer = kafka.consumer(
             self.settings, group_id=self.settings.sink_group, max_poll_records=self.settings.sink_batch_rows
         )
+        # The raw topic too: every accepted webhook body goes to the raw archive, which outlives the
+        # topic's retention (replay reads it for older ranges).
         self._consumer.subscribe(
-            [self.settings.topic_enriched, self.settings.topic_dimensions],
+            [self.settings.topic_enriched, self.settings.topic_dimensions, self.settings.topic_raw],
             listener=rebalance.Counted("sink", _FlushOnRevoke(self)),
         )
         await self._consumer.start()
@@ -119,12 +133,14 @@ class SinkService:
     async def run(self) -> None:
         self._run_finished = finished = asyncio.Event()
         assert self._consumer is not None
+        assert self.deriver is not None
         lag_reporter = asyncio.create_task(
             lag.report_forever(self._consumer, "sink", interval_s=self.settings.lag_interval_s), name="sink-lag"
         )
         replica_reporter = asyncio.create_task(
             replicas.report_forever(self.settings, interval_s=self.settings.lag_interval_s), name="sink-replicas"
         )
+        deriving = asyncio.create_task(self.deriver.run(), name="sink-derive")
         try:
             while not self._stopping.is_set():
                 await self.poll_once()
@@ -132,7 +148,8 @@ class SinkService:
         finally:
             lag_reporter.cancel()
             replica_reporter.cancel()
-            await asyncio.gather(lag_reporter, replica_reporter, return_exceptions=True)
+            await self.deriver.stop()
+            await asyncio.gather(lag_reporter, replica_reporter, deriving, return_exceptions=True)
             finished.set()
 
     async def poll_once(self) -> None:
@@ -154,6 +171,9 @@ class SinkService:
             if tp.topic == self.settings.topic_dimensions:
                 for r in records:
                     self._add(r)
+            elif tp.topic == self.settings.topic_raw:
+                self._batch.track_run(tp.topic, tp.partition, records, sum(len(r.value or b"") for r in records))
+                self._batch.archive.extend(records)
             else:
                 self._add_events(tp.topic, tp.partition, records)
         self._reap()
@@ -253,6 +273,8 @@ class SinkService:
             # The partitions moved to another member meanwhile: it consumes these records again, and
             # the re-insert changes nothing (same event ids; idempotent aggregates).
             log.warning(f"offset commit after insert failed: {exc!r}", extra={"service": self.name})
+        if self.deriver is not None and batch.events:
+            self.deriver.wake()
         self._observe(batch, outcome)
 
     async def _dead_letter(self, letters: list[DeadLetter]) -> None:
@@ -274,18 +296,21 @@ class SinkService:
             )
             sends.append(await self._producer.send(self.settings.topic_deadletter, row, key=d.record.key))
         await asyncio.gather(*sends)
+        kinds = {self.settings.topic_dimensions: "dimension", self.settings.topic_raw: "archive"}
         for d in letters:
             metrics.DEADLETTER.labels(d.reason).inc()
-            kind = "dimension" if d.record.topic == self.settings.topic_dimensions else "event"
+            kind = kinds.get(d.record.topic, "event")
             metrics.ROWS.labels(kind, "deadletter").inc()
 
     def _observe(self, batch: Batch, outcome: Outcome) -> None:
-        dims = len(batch.dimensions)
+        dims, archived = len(batch.dimensions), len(batch.archive)
         if outcome.rejected:
             rejected = {(d.record.topic, d.record.partition, d.record.offset) for d in outcome.rejected}
             dims = sum(1 for r in batch.dimensions if (r.topic, r.partition, r.offset) not in rejected)
+            archived = sum(1 for r in batch.archive if (r.topic, r.partition, r.offset) not in rejected)
         metrics.ROWS.labels("dimension", "inserted").inc(dims)
-        metrics.ROWS.labels("event", "inserted").inc(outcome.inserted - dims)
+        metrics.ROWS.labels("archive", "inserted").inc(archived)
+        metrics.ROWS.labels("event", "inserted").inc(outcome.inserted - dims - archived)
         # Latency is sampled (the newest event of each partition): parsing every row would cost more
         # than the insert. One Python step per run of a partition's records, not per record.
         newest: dict[tuple[str, int], RecordLike] = {}
@@ -340,9 +365,33 @@ class SinkService:
         if self._producer is not None:
             producer, self._producer = self._producer, None
             await producer.stop()
-        if self.client is not None:
-            client, self.client = self.client, None
-            await asyncio.to_thread(client.close)
+        if self.deriver is not None:
+            await self.deriver.stop()
+        for name in ("_derive_client", "client"):
+            client = getattr(self, name)
+            if client is not None:
+                setattr(self, name, None)
+                await asyncio.to_thread(client.close)
+
+
+def catch_up(deriver: Deriver) -> None:
+    """Derive every room left underived (all of them after an upgrade), logging progress (blocking)."""
+    deriver.load()
+    started = time.monotonic()
+    last = [started]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 5 or done == total:
+            last[0] = now
+            log.info(f"deriving connections: {done:,} of {total:,} rooms", extra={"service": SinkService.name})
+
+    outcome = deriver.drain(progress)
+    if outcome.rooms:
+        log.info(
+            f"derived {outcome.rooms:,} rooms ({outcome.events:,} events) in {time.monotonic() - started:.1f}s",
+            extra={"service": SinkService.name},
+        )
 
 
 def _event_id(value: bytes | None) -> str | None:

@@ -3,14 +3,19 @@
 `CLICKHOUSE_URL` selects the engine: `chdb://<dir>` runs ClickHouse embedded in this process (one
 process owns a data directory at a time); `http(s)://user:pass@host:8123` uses a server. The same SQL
 runs on both. Schema files `schema/NNN_name.sql` are applied once each, in order, and recorded in
-`schema_migrations`. Every statement is idempotent (`IF NOT EXISTS`), and "already exists" answers
-are accepted, so two sinks starting at once cannot break each other: at worst both apply a file and
-both record it, and the ReplacingMergeTree keeps one row per version. With `CLICKHOUSE_CLUSTER` set,
-the same files are rewritten for a cluster (see :mod:`sink.cluster`).
+`schema_migrations` with a checksum of the file. Every statement is idempotent (`IF NOT EXISTS`), and
+"already exists" answers are accepted, so two sinks starting at once cannot break each other: at worst
+both apply a file and both record it, and the ReplacingMergeTree keeps one row per version. With
+`CLICKHOUSE_CLUSTER` set, the same files are rewritten for a cluster (see :mod:`sink.cluster`).
+
+An applied migration is never edited: start-up compares each recorded checksum with the shipped file
+and refuses a changed one with a one-line message. Files applied by a release that recorded no
+checksum (before 005) get theirs recorded on the first start of this one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from importlib import resources
@@ -44,6 +49,11 @@ ORDER BY version
 """
 
 
+CHECKSUM_COLUMN = """
+ALTER TABLE {db}.schema_migrations ADD COLUMN IF NOT EXISTS checksum String DEFAULT ''
+"""
+
+
 def connect(url: str, access: ClickHouseAccess | None = None) -> Client:
     """Open a client for `url` (with separate credentials and TLS trust from `access`, if given).
 
@@ -59,6 +69,11 @@ def connect(url: str, access: ClickHouseAccess | None = None) -> Client:
 
 def _redact(url: str) -> str:
     return re.sub(r"//[^@/]*@", "//***@", url)
+
+
+def checksum(sql: str) -> str:
+    """The recorded fingerprint of a migration file (sha256 of its text)."""
+    return hashlib.sha256(sql.encode("utf-8")).hexdigest()
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -117,20 +132,42 @@ def migrate(client: Client, database: str, cluster: str = "") -> list[str]:
         _run(client, f"CREATE DATABASE IF NOT EXISTS {database}{on_cluster}")
         for statement in statements(MIGRATIONS_TABLE, database, cluster, rewriter):
             _run(client, statement)
-        done = {row[0] for row in client.query(f"SELECT version FROM {database}.schema_migrations").result_rows}
+        # Added after the first release: its rows (the files it applied) have an empty checksum.
+        for statement in statements(CHECKSUM_COLUMN, database, cluster, rewriter):
+            _run(client, statement)
+        done = {
+            int(version): str(recorded)
+            for version, recorded in client.query(
+                f"SELECT version, argMax(checksum, applied_at) FROM {database}.schema_migrations GROUP BY version"
+            ).result_rows
+        }
+        record = {"distributed_foreground_insert": 1} if cluster else None
         applied = []
         for version, name, sql in migrations():
             # Always rewritten (even when skipped) so the rewriter knows which tables became _local.
             todo = statements(sql, database, cluster, rewriter)
             if version in done:
+                if not done[version]:  # applied by a release that recorded no checksum: trust it now
+                    client.insert(
+                        f"{database}.schema_migrations",
+                        [[version, name, checksum(sql)]],
+                        column_names=["version", "name", "checksum"],
+                        settings=record,
+                    )
+                elif done[version] != checksum(sql):
+                    raise ConfigError(
+                        f"schema file {name} was changed after it was applied to {database} (checksum "
+                        f"{done[version][:12]}, file {checksum(sql)[:12]}): restore it and put the change "
+                        "in a new numbered file"
+                    )
                 continue
             for statement in todo:
                 _run(client, statement)
             client.insert(
                 f"{database}.schema_migrations",
-                [[version, name]],
-                column_names=["version", "name"],
-                settings={"distributed_foreground_insert": 1} if cluster else None,
+                [[version, name, checksum(sql)]],
+                column_names=["version", "name", "checksum"],
+                settings=record,
             )
             applied.append(name)
             log.info("schema migration applied", extra={"migration": name})

@@ -17,7 +17,17 @@ from clickhouse_connect.driver.client import Client
 from sink import metrics
 from sink.batch import Batch, DeadLetter, RecordLike, halves, token
 from sink.errors import Failure, classify
-from sink.rows import CUSTOMER_COLUMNS, CUSTOMERS_TABLE, USER_COLUMNS, USERS_TABLE, BadRow, dimension_row
+from sink.rows import (
+    ARCHIVE_COLUMNS,
+    ARCHIVE_TABLE,
+    CUSTOMER_COLUMNS,
+    CUSTOMERS_TABLE,
+    USER_COLUMNS,
+    USERS_TABLE,
+    BadRow,
+    archive_row,
+    dimension_row,
+)
 
 EVENTS_INPUT = "events_input"
 
@@ -108,6 +118,16 @@ class ClickHouseWriter:
         )
         metrics.INSERT_SECONDS.labels("events").observe(time.monotonic() - started)
 
+    def _insert_archive(self, records: Sequence[RecordLike], dedup_token: str) -> None:
+        started = time.monotonic()
+        self.client.insert(
+            f"{self.db}.{ARCHIVE_TABLE}",
+            [archive_row(r) for r in records],
+            column_names=list(ARCHIVE_COLUMNS),
+            settings={**self.settings, "insert_deduplication_token": dedup_token},
+        )
+        metrics.INSERT_SECONDS.labels("archive").observe(time.monotonic() - started)
+
     def _dimension_insert(self, table: str, rows: dict[int, list[Any]]) -> InsertFn:
         columns = CUSTOMER_COLUMNS if table == CUSTOMERS_TABLE else USER_COLUMNS
 
@@ -137,6 +157,7 @@ class ClickHouseWriter:
             by_table[table].append(record)
             rows[table][record.offset] = row
         parts = [(table, recs, self._dimension_insert(table, rows[table])) for table, recs in by_table.items()]
+        parts.append((ARCHIVE_TABLE, batch.archive, self._insert_archive))
         parts.append((EVENTS_INPUT, batch.events, self._insert_events))
         for table, records, insert in parts:
             outcome = write_split(table, records, insert)

@@ -150,6 +150,13 @@ async def wait_for(predicate: Any, *, timeout_s: float = 30.0, interval_s: float
     raise AssertionError(f"condition not met within {timeout_s}s (last value: {last!r})")
 
 
+async def derived(client: Any, database: str, *, timeout_s: float = 30.0) -> None:
+    """Wait until the sink's deriver has turned every stored event into connection and session rows."""
+    from sink.derive import caught_up
+
+    await wait_for(lambda: asyncio.to_thread(caught_up, client, database), timeout_s=timeout_s)
+
+
 async def produce_raw(
     settings: Settings, bodies: list[bytes], *, timestamp_ms: int | None = None
 ) -> list[tuple[int, int]]:

@@ -26,7 +26,7 @@ from ingest.service import WEBHOOK_PATH, IngestService
 from sink import store
 from sink.service import SinkService
 from tests.conftest import make_settings
-from tests.support import Running, body, event, publish_dimensions, signed_headers, wait_for
+from tests.support import Running, body, derived, event, publish_dimensions, signed_headers, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -102,6 +102,7 @@ async def pipeline(kafka_bootstrap: str, clickhouse_url: str) -> AsyncIterator[P
             return int(dims) == 2 and int(events) == len(docs)
 
         await wait_for(lambda: asyncio.to_thread(stored), timeout_s=60)
+        await derived(client, db)
         ids.url = sink.url
         yield ids
 
@@ -115,33 +116,33 @@ async def get(url: str, status: int = 200, **params: str) -> Any:
 
 async def test_usage_per_customer_has_every_registered_customer_and_the_unresolved_bucket(pipeline: Pipeline) -> None:
     doc = await get(pipeline.url + "/usage/customers")
-    zero = {"recorder_minutes": 0, "streamer_minutes": 0}
+    bots = {"recorder_minutes": 0, "streamer_minutes": 0, "assistant_minutes": 0, "captioner_minutes": 0}
+    none = {"open_connections": 0, "incomplete_connections": 0, "estimated_connections": 0}
     assert doc == {
         "results": [
-            {"customer_id": "c-acme", "customer_name": "Acme", "participant_minutes": 13, **zero, "sessions": 1,
-             "unique_users": 2},
-            {"customer_id": None, "customer_name": None, "participant_minutes": 2, **zero, "sessions": 1,
-             "unique_users": 0},
-            {"customer_id": "c-idle", "customer_name": "Idle Ltd", "participant_minutes": 0, **zero, "sessions": 0,
-             "unique_users": 0},
+            {"customer_id": "c-acme", "customer_name": "Acme", "participant_minutes": 13, **bots, "connections": 2,
+             **none, "unique_participants": 2, "unique_users": 2, "sessions": 1},
+            {"customer_id": None, "customer_name": None, "participant_minutes": 2, **bots, "connections": 1,
+             **none, "unique_participants": 1, "unique_users": 1, "sessions": 1},
+            {"customer_id": "c-idle", "customer_name": "Idle Ltd", "participant_minutes": 0, **bots, "connections": 0,
+             **none, "unique_participants": 0, "unique_users": 0, "sessions": 0},
         ]
     }  # fmt: skip
     later = await get(pipeline.url + "/usage/customers", **{"from": "2026-01-02"})
     assert [(r["customer_id"], r["participant_minutes"]) for r in later["results"]] == [("c-acme", 0), ("c-idle", 0)]
 
 
-async def test_usage_per_user(pipeline: Pipeline) -> None:
+async def test_usage_per_user_needs_no_registration(pipeline: Pipeline) -> None:
     acme = await get(pipeline.url + "/usage/users", customer_id="c-acme")
-    assert acme["results"] == [
-        {"external_id": "ext-ada", "user_id": "u-ada", "customer_id": "c-acme", "customer_name": "Acme",
-         "participant_minutes": 11, "sessions": 1},
-        {"external_id": "ext-bob", "user_id": "u-bob", "customer_id": "c-acme", "customer_name": "Acme",
-         "participant_minutes": 2, "sessions": 1},
-    ]  # fmt: skip
+    assert [
+        (r["external_id"], r["user_id"], r["customer_id"], r["customer_name"], r["participant_minutes"], r["sessions"])
+        for r in acme["results"]
+    ] == [("ext-ada", "u-ada", "c-acme", "Acme", 11, 1), ("ext-bob", "u-bob", "c-acme", "Acme", 2, 1)]
+    # ext-zed is registered nowhere: it still has its own row, with no user id or name.
     unresolved = await get(pipeline.url + "/usage/users", unresolved="true")
-    assert [(r["external_id"], r["user_id"], r["participant_minutes"]) for r in unresolved["results"]] == [
-        ("ext-zed", None, 2)
-    ]
+    assert [
+        (r["external_id"], r["user_id"], r["user_name"], r["participant_minutes"]) for r in unresolved["results"]
+    ] == [("ext-zed", None, None, 2)]
 
 
 async def test_insights_drill_down_with_pages(pipeline: Pipeline) -> None:
@@ -199,9 +200,9 @@ async def test_report_usage_reads_the_running_read_api(pipeline: Pipeline) -> No
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].split()[:2] == ["customer", "name"]
-    assert lines[2].split() == ["c-acme", "Acme", "13", "0", "0", "1", "2"]
-    assert lines[3].split() == ["(unresolved)", "-", "2", "0", "0", "1", "0"]
-    assert lines[-1].split() == ["total", "15", "0", "0", "2"]
+    assert lines[2].split() == ["c-acme", "Acme", "13", "0", "0", "0", "0", "0", "0", "1", "2"]
+    assert lines[3].split() == ["(unresolved)", "-", "2", "0", "0", "0", "0", "0", "0", "1", "1"]
+    assert lines[-1].split() == ["total", "15", "0", "0", "0", "0", "0", "0", "2"]
 
     code, out, err = await _cli("report", "usage", "--api", pipeline.url, "--format", "json")
     assert code == 0, err
@@ -212,10 +213,11 @@ async def test_report_usage_reads_the_running_read_api(pipeline: Pipeline) -> No
     )
     assert code == 0, err
     assert list(csv.reader(io.StringIO(out))) == [
-        ["customer_id", "external_id", "user_id", "participant_minutes", "sessions"],
-        ["c-acme", "ext-ada", "u-ada", "11", "1"],
-        ["c-acme", "ext-bob", "u-bob", "2", "1"],
-    ]
+        ["customer_id", "external_id", "user_id", "user_name", "participant_minutes", "assistant_minutes",
+         "open_connections", "incomplete_connections", "sessions"],
+        ["c-acme", "ext-ada", "u-ada", "", "11", "0", "0", "0", "1"],
+        ["c-acme", "ext-bob", "u-bob", "", "2", "0", "0", "0", "1"],
+    ]  # fmt: skip
 
     code, out, err = await _cli("report", "usage", "--api", pipeline.url, "--by", "room", "--from", "yesterday")
     assert code == 2 and out == ""

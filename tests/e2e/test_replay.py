@@ -17,7 +17,7 @@ from enrich.service import EnrichService
 from pipeline.settings import Settings
 from sink import store
 from sink.service import SinkService
-from tests.support import Running, body, event, produce_raw, publish_dimensions, wait_for
+from tests.support import Running, body, derived, event, produce_raw, publish_dimensions, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -72,6 +72,7 @@ async def test_replay_moves_usage_to_a_customer_registered_after_its_meetings(
 
         await produce_raw(settings, raw)
         await wait_for(lambda: asyncio.to_thread(lambda: stored_events() == len(events)))
+        await derived(client, db)
         before = await asyncio.to_thread(connections)
         usage_before = await asyncio.to_thread(usage_by_customer)
 
@@ -88,6 +89,7 @@ async def test_replay_moves_usage_to_a_customer_registered_after_its_meetings(
             return all(row["customer_id"] == "c-newco" for row in connections() if row["room_name"] == newco_room)
 
         await wait_for(lambda: asyncio.to_thread(reattributed))
+        await derived(client, db)
         after = await asyncio.to_thread(connections)
         usage_after = await asyncio.to_thread(usage_by_customer)
         events_after = await asyncio.to_thread(stored_events)

@@ -12,7 +12,7 @@ from ingest.service import WEBHOOK_PATH, IngestService
 from pipeline.settings import Settings
 from sink import store
 from sink.service import SinkService
-from tests.support import Running, body, event, publish_dimensions, signed_headers, wait_for
+from tests.support import Running, body, derived, event, publish_dimensions, signed_headers, wait_for
 
 SECRET = "k3v9q2m7x1p8r4t6w0z5y2a9b3c7d1e4"
 
@@ -57,6 +57,7 @@ async def test_one_meeting_becomes_connections_with_customer_user_and_seconds(se
             return int(rows[0]["n"]) == len(meeting)
 
         await wait_for(lambda: asyncio.to_thread(stored))
+        await derived(client, db)
         connections = store.query_dicts(
             client,
             f"SELECT participant_id, customer_id, user_id, external_id, seconds "

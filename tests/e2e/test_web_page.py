@@ -95,9 +95,11 @@ async def test_the_page_shows_usage_and_drills_down_to_participants(pipeline: Pi
     page, errors = await _open(browser, pipeline.url + "/")
     await _loaded(page, "customers")
     rows = await _rows(page)
-    assert rows[0] == ["Acme (c-acme)", "13", "0", "0", "1", "2"]
-    assert rows[1] == ["(unresolved)", "2", "0", "0", "1", "0"]
-    assert rows[2] == ["Idle Ltd (c-idle)", "0", "0", "0", "0", "0"]
+    # Minutes by role (participant, recorder, streamer, assistant, captioner), then open, no-join and
+    # estimated connections, sessions and users.
+    assert rows[0] == ["Acme (c-acme)", "13", "0", "0", "0", "0", "0", "0", "0", "1", "2"]
+    assert rows[1] == ["(unresolved)", "2", "0", "0", "0", "0", "0", "0", "0", "1", "1"]
+    assert rows[2] == ["Idle Ltd (c-idle)", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0"]
 
     # The chart: one day, one stacked segment per customer with minutes that day.
     await page.wait_for_selector("#chart svg rect.bar")
@@ -121,9 +123,9 @@ async def test_the_page_shows_usage_and_drills_down_to_participants(pipeline: Pi
     assert [(r[0], r[3]) for r in await _rows(page)] == [(pipeline.acme_session, "13")]
     await page.get_by_role("button", name=pipeline.acme_session).click()
     await _loaded(page, "participants")
-    assert [(r[0], r[1], r[2], r[6]) for r in await _rows(page)] == [
-        ("Someone", "u-ada", "ext-ada", "11"),
-        ("Someone", "u-bob", "ext-bob", "2"),
+    assert [(r[0], r[1], r[2], r[6], r[7]) for r in await _rows(page)] == [
+        ("Someone", "u-ada", "ext-ada", "left", "11"),
+        ("Someone", "u-bob", "ext-bob", "left", "2"),
     ]
     crumbs = await page.locator("#crumbs > *").all_inner_texts()
     sep = "\u203a"  # the breadcrumb separator

@@ -14,7 +14,7 @@ from pipeline.settings import Settings
 from sink import metrics, store
 from sink.service import SinkService
 from tests.integration.test_sink_model import meeting, rows
-from tests.support import Running, read_topic, wait_for
+from tests.support import Running, derived, read_topic, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +43,8 @@ async def stored(service: SinkService, expect: int) -> None:
         return bool(rows(service.client, f"SELECT count() AS n FROM {db}.events FINAL")[0]["n"] == expect)
 
     await wait_for(lambda: asyncio.to_thread(count), timeout_s=30)
+    assert service.client is not None
+    await derived(service.client, db)
 
 
 def room_usage(service: SinkService) -> dict[str, Any]:

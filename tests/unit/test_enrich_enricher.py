@@ -7,7 +7,6 @@ import pytest
 
 from enrich.dimensions import DimensionTable
 from enrich.enricher import BadEvent, enrich, enrich_record, parse_created_at_ms, role_class
-from enrich.versions import VersionClock
 from pipeline import contract
 from tests.support import body, event
 
@@ -29,7 +28,7 @@ def table() -> DimensionTable:
 
 def run(doc: dict[str, object] | bytes, headers: dict[str, str] | None = None) -> contract.EnrichedEvent:
     raw = doc if isinstance(doc, bytes) else body(doc)
-    return enrich(raw, headers or {}, table(), now_ms=NOW, version=42)
+    return enrich(raw, headers or {}, table(), now_ms=NOW)
 
 
 def test_joined_event_resolves_customer_by_longest_prefix_and_user_by_external_id() -> None:
@@ -50,7 +49,8 @@ def test_joined_event_resolves_customer_by_longest_prefix_and_user_by_external_i
     assert out["participant_id"] == "p-1"
     assert out["subdomain"] == "examplecorp"
     assert out["dimension_version"] == 3
-    assert out["enrichment_version"] == 42
+    assert out["enrichment_version"] == contract.enrichment_version(3)
+    assert (out["source"], out["user_name"]) == ("webhook", None)
     assert out["enriched_at_ms"] == NOW
 
 
@@ -171,13 +171,25 @@ def test_created_at_is_exact_utc_milliseconds(text: str, ms: int) -> None:
     assert parse_created_at_ms(text) == ms
 
 
-def test_version_clock_is_strictly_increasing_microseconds() -> None:
-    clock = VersionClock()
+def test_the_enrichment_version_is_the_dimension_position_never_a_clock() -> None:
+    """Item 7 of issue 12: two enrichments with the same dimensions agree (a replay and a live event),
+    newer dimensions win, and every version outranks the previous release's clock-based versions."""
+    doc = event("room.client.joined", ROOM, 0, participant="p-1", external_id="ext-ada")
+    dims = table()
+    first = enrich(body(doc), {}, dims, now_ms=NOW)
+    later = enrich(body(doc), {}, dims, now_ms=NOW + 86_400_000)  # a replay a day later, same dimensions
+    assert first["enrichment_version"] == later["enrichment_version"] == contract.enrichment_version(dims.version)
+    dims.apply(b"user:ext-bob", orjson.dumps({"external_id": "ext-bob", "user_id": "u-bob"}), dims.version)
+    newer = enrich(body(doc), {}, dims, now_ms=NOW)
+    assert newer["enrichment_version"] == first["enrichment_version"] + 1
+    assert first["enrichment_version"] > 1_800_000_000_000_000 * 1000  # above any epoch-microsecond version
 
-    versions = [clock.next() for _ in range(1000)]
 
-    assert versions == sorted(set(versions))
-    assert versions[0] > NOW * 1000  # microseconds, so it outranks millisecond versions written earlier
+@pytest.mark.parametrize(("header", "source"), [(None, "webhook"), ("insights", "insights"), ("other", "webhook")])
+def test_the_event_source_header_marks_synthesized_events(header: str | None, source: str) -> None:
+    doc = event("room.client.left", ROOM, 0, participant="p-1")
+    headers = {} if header is None else {contract.HEADER_EVENT_SOURCE: header}
+    assert run(doc, headers)["source"] == source
 
 
 @pytest.mark.parametrize("received", [b"1767258000123", None, b"not-a-number"])
@@ -186,8 +198,8 @@ def test_enrich_record_is_enrich_serialised_with_the_raw_header_value(received: 
     headers = {} if received is None else {contract.HEADER_RECEIVED_AT_MS: received.decode()}
     dims = table()
 
-    value, customer, user, room = enrich_record(body(doc), received, dims, NOW, 42)
+    value, customer, user, room = enrich_record(body(doc), received, None, dims, NOW)
 
-    assert orjson.loads(value) == enrich(body(doc), headers, dims, now_ms=NOW, version=42)
+    assert orjson.loads(value) == enrich(body(doc), headers, dims, now_ms=NOW)
     assert (customer, user, room) == ("prefix", "external_id", ROOM)
     assert orjson.loads(value)["received_at_ms"] == (NOW if received != b"1767258000123" else 1_767_258_000_123)

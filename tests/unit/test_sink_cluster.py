@@ -43,15 +43,34 @@ def test_views_keep_the_distributed_names() -> None:
 
 def test_unknown_statements_are_refused_rather_than_run_unchanged_on_one_node() -> None:
     with pytest.raises(ValueError):
-        ClusterRewriter("c").rewrite("ALTER TABLE db.t ADD COLUMN x UInt8")
+        ClusterRewriter("c").rewrite("RENAME TABLE db.t TO db.u")
+    with pytest.raises(ValueError):
+        ClusterRewriter("c").rewrite("TRUNCATE TABLE db.t")
+
+
+def test_alter_reaches_the_local_table_and_its_distributed_table() -> None:
+    rewriter = ClusterRewriter("c")
+    rewriter.rewrite("CREATE TABLE IF NOT EXISTS db.t (x UInt8) ENGINE = MergeTree ORDER BY x", "rand()")
+    assert rewriter.rewrite("ALTER TABLE db.t ADD COLUMN IF NOT EXISTS y UInt8") == [
+        "ALTER TABLE db.t_local ON CLUSTER 'c' ADD COLUMN IF NOT EXISTS y UInt8",
+        "ALTER TABLE db.t ON CLUSTER 'c' ADD COLUMN IF NOT EXISTS y UInt8",
+    ]
+    assert rewriter.rewrite("ALTER TABLE db.plain ADD COLUMN y UInt8") == [
+        "ALTER TABLE db.plain ON CLUSTER 'c' ADD COLUMN y UInt8"
+    ]
+    assert rewriter.rewrite("DROP VIEW IF EXISTS db.v") == ["DROP VIEW IF EXISTS db.v ON CLUSTER 'c'"]
+    # A data migration runs once, on one node, through the Distributed tables.
+    insert = "INSERT INTO db.t (x) SELECT 1"
+    assert rewriter.rewrite(insert) == [insert]
 
 
 def test_the_shipped_schema_rewrites_completely() -> None:
     single = [s for _, _, ss in store.schema_statements("whereby") for s in ss]
     cluster = [s for _, _, ss in store.schema_statements("whereby", "main") for s in ss]
     tables = sum(1 for s in single if "MergeTree" in s)
-    assert len(cluster) == len(single) + tables
-    assert all("ON CLUSTER 'main'" in s for s in cluster)
+    alters = sum(1 for s in single if s.startswith("ALTER TABLE whereby.events "))  # events is replicated
+    assert len(cluster) == len(single) + tables + alters
+    assert all("ON CLUSTER 'main'" in s for s in cluster if not s.startswith("INSERT INTO"))
     assert not any("non_replicated_deduplication_window" in s for s in cluster)
 
 
