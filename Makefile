@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 # bench and chaos are separate from test: they measure and inject faults, they take minutes.
-.PHONY: bench chaos install run test test-unit lint format kafka kafka-stop topics schema clean tools chromium promtool up down
+.PHONY: bench chaos install run test test-unit lint format kafka kafka-stop kafka-cluster kafka-cluster-stop topics schema clean tools chromium promtool wrk up down
 
 # Re-install only when the project's dependencies change.
 $(STAMP): pyproject.toml
@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## run: the whole pipeline locally (broker, topics, ingest :8080, enrich :8081, sink :8082); Ctrl-C stops all
+## run: the whole pipeline locally (broker, topics, ingest :8080, enrich :8081, sink :8082); Ctrl-C stops all.
+## INGEST_WORKERS / ENRICH_INSTANCES / SINK_INSTANCES run more processes; KAFKA_CLUSTER_SIZE=3 a 3-broker cluster
 run: install
 	@bash deploy/run.sh
 
@@ -26,8 +27,8 @@ test: install tools
 	@bash deploy/kafka/kafka.sh fetch
 	@$(BIN)/pytest $(PYTEST_ARGS)
 
-## tools: system packages the tests drive (idempotent; each installs only when missing)
-tools: chromium promtool
+## tools: system packages the tests and benchmarks drive (idempotent; each installs only when missing)
+tools: chromium promtool wrk
 
 # Debian's chromium for the usage page test (tests/e2e/test_web_page.py); playwright never downloads a browser.
 chromium:
@@ -45,6 +46,16 @@ promtool:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	  else \
 	    echo "promtool is missing: run 'sudo apt-get install -y prometheus' (the rule tests are skipped without it, fail under CI=true)"; \
+	  fi; }
+
+# Debian's wrk, the native load generator of make bench (bench/ingest_bench.py): a one-process Python
+# generator saturates its core before the servers it measures do.
+wrk:
+	@command -v wrk >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null; \
+	  else \
+	    echo "wrk is missing: run 'sudo apt-get install -y wrk' (make bench falls back to its Python load generator and flags the rounds where it is the busiest process)"; \
 	  fi; }
 
 ## up / down: the full stack in Docker (Kafka, ClickHouse, the three stages, Prometheus, Grafana); needs a Docker engine
@@ -67,11 +78,12 @@ format: install
 	@$(BIN)/ruff check --fix .
 
 ## bench: throughput ratios vs. same-run baselines, e2e latency at 1k events/s, RSS (bench/results.json + .png)
-bench: install
+bench: install wrk
 	@bash deploy/kafka/kafka.sh fetch
 	@$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-## chaos: fault scenarios on a private broker; writes chaos/report.json, fails if anything is lost or doubled
+## chaos: fault scenarios on private brokers (one, and a 3-broker cluster with several instances per stage);
+## writes chaos/report.json, fails if anything is lost or doubled. One scenario: make chaos CHAOS_ARGS="--only NAME"
 chaos: install
 	@bash deploy/kafka/kafka.sh fetch
 	@$(BIN)/python -m chaos.run $(CHAOS_ARGS)
@@ -82,6 +94,13 @@ kafka:
 kafka-stop:
 	@bash deploy/kafka/kafka.sh stop
 
+## kafka-cluster / kafka-cluster-stop: a three-broker KRaft cluster on 127.0.0.1:9092-9094 (make run uses it with KAFKA_CLUSTER_SIZE=3)
+kafka-cluster:
+	@bash deploy/kafka/kafka.sh cluster start
+
+kafka-cluster-stop:
+	@bash deploy/kafka/kafka.sh cluster stop
+
 topics: install
 	@$(BIN)/whereby-pipeline topics
 
@@ -90,4 +109,5 @@ schema: install
 
 clean:
 	-@bash deploy/kafka/kafka.sh stop
+	-@bash deploy/kafka/kafka.sh cluster stop
 	rm -rf .data $(VENV)

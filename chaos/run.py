@@ -2,13 +2,17 @@
 
     .venv/bin/python -m chaos.run [--only NAME ...]
 
-A private Kafka broker (127.0.0.1:28092, its own data directory) is started for the run, since one
-scenario stops and restarts it. Each scenario runs in its own process (the embedded engine allows one
-data directory per process) with its own topics, groups and database; the stages are real processes
-(`tests.stack.Stack`), restarted by a small supervisor when they die, as Kubernetes would. Load comes
-from a simulated Whereby (retries on 5xx/timeouts, at most twice) on loopback, bounded in count and
-time. Writes chaos/report.json and prints a table; exits 1 if any scenario lost or doubled an event,
-or if the negative control failed to see duplicates.
+Private brokers are started for the run (`chaos/brokers.py`), since scenarios stop, kill and restart
+them: one broker (127.0.0.1:28092) for the single-broker scenarios, and a three-node KRaft cluster
+(127.0.0.1:29392-29394, topics with replication factor 3 and min.insync.replicas 2) for the cluster
+scenarios; each is started only when a selected scenario needs it and stopped afterwards. Each scenario
+runs in its own process (the embedded engine allows one data directory per process) with its own topics,
+groups and database; the stages are real processes (`tests.stack.Stack`), several instances of a stage
+where the scenario asks for them, restarted by a small supervisor when they die, as Kubernetes would.
+Load comes from a simulated Whereby (retries on 5xx/timeouts, at most twice) on loopback, bounded in
+count and time. Writes chaos/report.json (each row with `brokers` and `instances`) and prints a table;
+exits 1 if any scenario lost or doubled an event, if a fault outlasted its load, or if the negative
+control failed to see duplicates.
 """
 
 from __future__ import annotations
@@ -17,41 +21,35 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from chaos import check
+from chaos import brokers, check, scaling
 from chaos.whereby import Whereby
 from chaos.workload import CUSTOMERS, Event, expected_minutes, meetings, whereby_style
 from pipeline import kafka
 from pipeline.settings import Settings
-from tests.stack import KAFKA_SH, REPO, Stack, isolated_env
+from tests.stack import REPO, STAGES, Stack, instance_name, isolated_env
 
 REPORT = REPO / "chaos" / "report.json"
 LOGS = REPO / "chaos" / "logs"
-# Below the ephemeral range (32768+), so no outgoing connection can be holding the port.
-BROKER_PORT = 28092
 SCENARIO_TIMEOUT_S = 300
-
-
-def broker_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
-    env.update(KAFKA_PORT=str(BROKER_PORT), KAFKA_DATA_DIR=str(REPO / ".data" / "kafka-chaos"))
-    return env
+CLUSTER_TIMEOUT_S = 600  # three JVMs, several stage processes and broker restarts on two cores
 
 
 def broker(action: str) -> None:
-    subprocess.run(["bash", str(KAFKA_SH), action], env=broker_env(), check=True, stdout=subprocess.DEVNULL)
+    """kafka.sh on the single chaos broker (the one `broker_restart` stops and starts)."""
+    brokers.control(1, action)
 
 
 # Every scenario's pipeline, so that a scenario that fails midway still stops its stage processes.
@@ -61,20 +59,25 @@ _ACTIVE: list[Scenario] = []
 class Scenario:
     """One isolated pipeline plus the bookkeeping every scenario needs."""
 
-    def __init__(self, name: str, **overrides: str) -> None:
+    def __init__(self, name: str, *, brokers_used: int = 1, **overrides: str) -> None:
         _ACTIVE.append(self)
         self.name = name
+        self.brokers = brokers_used
         self.workdir = Path(tempfile.mkdtemp(prefix=f"chaos-{name}-"))
+        topics = brokers.CLUSTER_TOPICS if brokers_used > 1 else {}
         self.env = isolated_env(
-            f"127.0.0.1:{BROKER_PORT}",
+            brokers.bootstrap(brokers_used),
             f"chdb://{self.workdir / 'clickhouse'}",
             KAFKA_CONNECT_TIMEOUT_S="60",
-            **overrides,
+            **{**topics, **overrides},
         )
         self.settings = Settings.from_env(self.env)
         self.stack = Stack(self.env, LOGS / name)
         self.whereby = Whereby(self.stack.url("ingest", "/webhooks/whereby"), self.env["WHEREBY_WEBHOOK_SECRET"])
         self.restarts = 0
+        # Instance name -> (stage, index) that the supervisor keeps running; the most seen per stage.
+        self.desired: dict[str, tuple[str, int]] = {}
+        self.instances: dict[str, int] = {}
         self._supervising = True
         self._supervisor: asyncio.Task[None] | None = None
 
@@ -91,21 +94,51 @@ class Scenario:
         finally:
             await producer.stop()
 
-    async def start(self, stages: tuple[str, ...] = ("sink", "enrich", "ingest")) -> None:
-        """Start the stages, then keep restarting any that dies, as an orchestrator would."""
+    async def start(
+        self, stages: tuple[str, ...] = ("sink", "enrich", "ingest"), instances: dict[str, int] | None = None
+    ) -> None:
+        """Start the stages (`instances[stage]` processes each, default 1), then keep restarting any that
+        dies, as an orchestrator would."""
         for stage in stages:
-            await asyncio.to_thread(self.stack.start, stage)
-        self._supervisor = asyncio.create_task(self._supervise(stages))
+            await self.scale(stage, (instances or {}).get(stage, 1))
+        self._supervisor = asyncio.create_task(self._supervise())
 
-    async def _supervise(self, stages: tuple[str, ...]) -> None:
+    async def scale(self, stage: str, count: int) -> None:
+        """Run exactly `count` instances of `stage`: start the missing ones (each waited for until ready),
+        stop the extra ones with SIGTERM (they drain and commit, as a scale-down does)."""
+        running = sorted(index for st, index in self.desired.values() if st == stage)
+        for index in range(len(running), count):
+            await asyncio.to_thread(self.stack.start, stage, instance=index, timeout_s=120)
+            self.desired[instance_name(stage, index)] = (stage, index)  # after the start: no double start
+        for index in running[count:]:
+            name = instance_name(stage, index)
+            del self.desired[name]
+            await asyncio.to_thread(self.stack.stop, name)
+        self.instances[stage] = max(self.instances.get(stage, 0), count)
+
+    async def wait_restarted(self, name: str, timeout_s: float = 120.0) -> None:
+        """Wait until the supervisor has `name` running again after a kill."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            proc = self.stack.procs.get(name)
+            if (
+                proc is not None
+                and proc.poll() is None
+                and self.stack.metric(name, "whereby_consumer_rebalances_total")
+            ):
+                return
+            await asyncio.sleep(0.3)
+        raise RuntimeError(f"{self.name}: {name} was not restarted within {timeout_s:.0f}s")
+
+    async def _supervise(self) -> None:
         while self._supervising:
-            for stage in stages:
-                proc = self.stack.procs.get(stage)
-                if self._supervising and (proc is None or proc.poll() is not None):
+            for name, (stage, index) in list(self.desired.items()):
+                proc = self.stack.procs.get(name)
+                if self._supervising and name in self.desired and (proc is None or proc.poll() is not None):
                     self.restarts += 1
                     # A stage that dies while starting (e.g. broker still down) is tried again next round.
                     with contextlib.suppress(RuntimeError):
-                        await asyncio.to_thread(self.stack.start, stage, timeout_s=120)
+                        await asyncio.to_thread(self.stack.start, stage, instance=index, timeout_s=120)
             await asyncio.sleep(0.5)
 
     async def stop_supervising(self) -> None:
@@ -168,13 +201,16 @@ class Scenario:
 
     def result(self, events: list[Event], observed: check.Observed, **extra: Any) -> dict[str, Any]:
         acked = self.whereby.acked
-        out = {"name": self.name, "negative_control": False}
+        out: dict[str, Any] = {"name": self.name, "negative_control": False}
         out.update(check.verdict(acked, observed, expected_minutes([e for e in events if e.event_id in acked])))
         out.update(
+            brokers=self.brokers,
+            instances={stage: self.instances.get(stage, 1) for stage in STAGES},
             sent=len(events),
             gave_up=len(self.whereby.gave_up),
             stage_restarts=self.restarts,
             statuses=dict(self.whereby.statuses),
+            **self.whereby.outage(),
             **extra,
         )
         return out
@@ -187,20 +223,50 @@ async def _standard(
     events: list[Event] | None = None,
     rate: float = 150.0,
     stages: tuple[str, ...] = ("sink", "enrich", "ingest"),
+    instances: dict[str, int] | None = None,
+    brokers_used: int = 1,
+    load_until_fault_done: bool = False,
+    setup: Callable[[Scenario], Any] | None = None,
+    evidence: Callable[[Scenario], Awaitable[dict[str, Any]]] | None = None,
     **overrides: str,
 ) -> list[dict[str, Any]]:
-    """Run load through all three stages while `fault` acts; then drain, stop and check."""
-    sc = Scenario(name, **overrides)
+    """Run load through all three stages while `fault` acts; then drain, stop and check.
+
+    With `load_until_fault_done` the load keeps going (from `events`, in order) until the fault has
+    finished plus a short tail, so a fault that takes longer than expected still acts under load; if the
+    events run out first the scenario fails rather than claim a fault under load it did not test.
+    """
+    sc = Scenario(name, brokers_used=brokers_used, **overrides)
     await sc.prepare()
     events = events if events is not None else meetings(120)
     sc.whereby.rate = rate
-    await sc.start(stages)  # the supervised stages; a fault may run others itself
-    load = asyncio.create_task(sc.whereby.send(events))
+    await sc.start(stages, instances)  # the supervised stages; a fault may run others itself
+    if setup is not None:
+        await asyncio.to_thread(setup, sc)
+    fault_done = asyncio.Event()
+    sent: list[Event] = []
+
+    def feed() -> Iterator[Event]:
+        tail_until: float | None = None
+        for event in events:
+            if load_until_fault_done and fault_done.is_set():
+                tail_until = tail_until or time.monotonic() + 2.0
+                if time.monotonic() > tail_until:
+                    return
+            sent.append(event)
+            yield event
+
+    load = asyncio.create_task(sc.whereby.send(feed()))
     extra = await fault(sc)
+    fault_done.set()
+    if load_until_fault_done:
+        extra["load_outlasted_fault"] = not load.done()
     await load
     await sc.drained()
+    if evidence is not None:  # what the fault left behind, read before the stages stop
+        extra.update(await evidence(sc))
     await sc.stop_supervising()
-    return [sc.result(events, await asyncio.to_thread(sc.observe), **extra)]
+    return [sc.result(sent, await asyncio.to_thread(sc.observe), **extra)]
 
 
 async def broker_restart(sc: Scenario) -> dict[str, Any]:
@@ -232,7 +298,10 @@ async def kill_sink_after_insert(sc: Scenario) -> dict[str, Any]:
     crashes = 0
     for _ in range(3):
         sc.stack.stop("sink")
-        await asyncio.to_thread(sc.stack.start, "sink", extra_env={"CHAOS_SINK_CRASH_AFTER_INSERT": "1"})
+        # It may insert, and so kill itself, before its first readiness probe (e.g. with the uncommitted
+        # records of the previous crash waiting): that is the fault, not a failed start.
+        with contextlib.suppress(RuntimeError):
+            await asyncio.to_thread(sc.stack.start, "sink", extra_env={"CHAOS_SINK_CRASH_AFTER_INSERT": "1"})
         code = await asyncio.to_thread(sc.stack.procs["sink"].wait, 120)
         if code != -signal.SIGKILL:
             raise RuntimeError(f"the sink was expected to SIGKILL itself after an insert, but exited with {code}")
@@ -327,6 +396,20 @@ async def store_outage() -> list[dict[str, Any]]:
     return [sc.result(events, observed, fault="the events table detached for 8 s under load, then attached")]
 
 
+# The cluster scenarios: three brokers, several instances of a stage, load that outlasts the fault.
+# 60 events/s keeps three JVMs, five stage processes and the load generator within two cores.
+CLUSTER_RATE = 60.0
+CLUSTER = {"brokers_used": brokers.CLUSTER_SIZE, "rate": CLUSTER_RATE, "load_until_fault_done": True}
+
+
+def cluster_scenario(
+    name: str, fault: Callable[[Scenario], Awaitable[dict[str, Any]]], **options: Any
+) -> Callable[[], Coroutine[Any, Any, list[dict[str, Any]]]]:
+    """A scenario on the three-broker cluster, with load from 1,500 meetings (~12,000 events, far more
+    than any fault needs: the load stops 2 s after the fault is done)."""
+    return lambda: _standard(name, fault, events=meetings(1500), **{**CLUSTER, **options})
+
+
 SCENARIOS: dict[str, Callable[[], Coroutine[Any, Any, list[dict[str, Any]]]]] = {
     "broker_restart": lambda: _standard("broker_restart", broker_restart),
     "kill_enrich": lambda: _standard("kill_enrich", kill_enrich),
@@ -340,7 +423,25 @@ SCENARIOS: dict[str, Callable[[], Coroutine[Any, Any, list[dict[str, Any]]]]] = 
     "poison": poison,
     "duplicates_reordering": duplicates_and_control,
     "bad_signature_flood": lambda: _standard("bad_signature_flood", flood),
+    "cluster_leader_kill": cluster_scenario("cluster_leader_kill", brokers.leader_kill, instances={"enrich": 2}),
+    "cluster_rolling_restart": cluster_scenario(
+        "cluster_rolling_restart", brokers.rolling_restart, instances={"enrich": 2}
+    ),
+    "cluster_enrich_scaling": cluster_scenario(
+        "cluster_enrich_scaling",
+        scaling.enrich_scaling,
+        evidence=scaling.redeliveries,
+        CONSUMER_LAG_INTERVAL_S="1",  # each instance names the partitions it owns within a second
+    ),
+    "cluster_ingest_workers": cluster_scenario(
+        "cluster_ingest_workers",
+        scaling.ingest_workers,
+        stages=("sink", "enrich"),
+        setup=scaling.start_ingest_workers,
+    ),
 }
+# Scenarios on the three-broker cluster; every other one runs on the single chaos broker.
+ON_CLUSTER = {name for name in SCENARIOS if name.startswith("cluster_")}
 
 
 def run_one(name: str) -> None:
@@ -354,9 +455,70 @@ def run_one(name: str) -> None:
 
 
 def healthy(row: dict[str, Any]) -> bool:
+    """A scenario passes with nothing lost or doubled (and, where it applies, load that outlasted the
+    fault); the negative control passes when it does see duplicates."""
     if row.get("negative_control"):
         return int(row.get("duplicated", 0)) > 0
-    return row.get("error") is None and row.get("lost") == 0 and row.get("duplicated") == 0
+    return (
+        row.get("error") is None
+        and row.get("lost") == 0
+        and row.get("duplicated") == 0
+        and row.get("load_outlasted_fault", True) is True
+    )
+
+
+def _run_scenario(name: str) -> list[dict[str, Any]]:
+    """Run one scenario in its own process; its rows, or one row with the error."""
+    timeout_s = CLUSTER_TIMEOUT_S if name in ON_CLUSTER else SCENARIO_TIMEOUT_S
+    started = time.monotonic()
+    rows: list[dict[str, Any]]
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "chaos.run", "--scenario", name],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            cwd=REPO,
+        )
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            rows = [{"name": name, "error": tail[0][:300], "negative_control": False}]
+        else:
+            rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    except subprocess.TimeoutExpired:
+        rows = [{"name": name, "error": f"timed out after {timeout_s}s", "negative_control": False}]
+    for row in rows:
+        row["scenario"] = name
+        row.setdefault("brokers", brokers.CLUSTER_SIZE if name in ON_CLUSTER else 1)
+        row.setdefault("seconds", round(time.monotonic() - started, 1))
+    return rows
+
+
+def _run_on(brokers_used: int, names: list[str]) -> list[dict[str, Any]]:
+    """Start the brokers these scenarios need, run them one by one, stop the brokers whatever happens."""
+    if brokers_used > 1:
+        # The cluster is only ever used by chaos: start it empty, so old runs' topics never slow it down.
+        brokers.control(brokers_used, "stop")
+        shutil.rmtree(brokers.env(brokers_used)["KAFKA_DATA_DIR"], ignore_errors=True)
+    rows: list[dict[str, Any]] = []
+    brokers.control(brokers_used, "start")
+    try:
+        for name in names:
+            print(f"chaos: {name} ...", file=sys.stderr, flush=True)
+            rows.extend(_run_scenario(name))
+            brokers.control(brokers_used, "start")  # in case a scenario left a broker stopped
+    finally:
+        brokers.control(brokers_used, "stop")
+    return rows
+
+
+def merge(previous: list[dict[str, Any]], fresh: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The report after a filtered run: fresh rows replace those of the same scenario; the rest stay,
+    all in the order of SCENARIOS."""
+    ran = {row["scenario"] for row in fresh}
+    kept = [row for row in previous if row.get("scenario", row.get("name")) not in ran]
+    order = {name: i for i, name in enumerate(SCENARIOS)}
+    return sorted(kept + fresh, key=lambda row: order.get(row.get("scenario", ""), len(order)))
 
 
 def main() -> None:
@@ -367,41 +529,30 @@ def main() -> None:
     if args.scenario:
         run_one(args.scenario)
         return
-    broker("start")
+    selected = args.only or list(SCENARIOS)
     rows: list[dict[str, Any]] = []
-    try:
-        for name in args.only or list(SCENARIOS):
-            started = time.monotonic()
-            try:
-                proc = subprocess.run(
-                    [sys.executable, "-m", "chaos.run", "--scenario", name],
-                    capture_output=True,
-                    text=True,
-                    timeout=SCENARIO_TIMEOUT_S,
-                    cwd=REPO,
-                )
-                if proc.returncode != 0:
-                    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-                    rows.append({"name": name, "error": tail[0][:300], "negative_control": False})
-                else:
-                    rows.extend(json.loads(proc.stdout.strip().splitlines()[-1]))
-            except subprocess.TimeoutExpired:
-                rows.append(
-                    {"name": name, "error": f"timed out after {SCENARIO_TIMEOUT_S}s", "negative_control": False}
-                )
-            for row in rows:
-                row.setdefault("seconds", round(time.monotonic() - started, 1))
-            broker("start")  # in case a scenario left it stopped
-    finally:
-        broker("stop")
+    for brokers_used, names in (
+        (1, [n for n in selected if n not in ON_CLUSTER]),
+        (brokers.CLUSTER_SIZE, [n for n in selected if n in ON_CLUSTER]),
+    ):
+        if names:
+            rows.extend(_run_on(brokers_used, names))
+    if args.only and REPORT.exists():
+        rows = merge(json.loads(REPORT.read_text()).get("scenarios", []), rows)
     REPORT.write_text(json.dumps({"scenarios": rows}, indent=2) + "\n")
-    print("| scenario | acked | lost | duplicated | negative control | result | seconds |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| scenario | brokers | ingest/enrich/sink processes | acked | lost | duplicated | 503s for (s) | result | s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         verdict = "ok" if healthy(row) else ("FAILED: " + row["error"] if row.get("error") else "FAILED")
+        counts = row.get("instances") or {}
+        instances = "/".join(str(counts.get(stage, "-")) for stage in STAGES[::-1]) if counts else "-"
+        control = " (negative control)" if row.get("negative_control") else ""
         print(
-            f"| {row['name']} | {row.get('acked', '-')} | {row.get('lost', '-')} | {row.get('duplicated', '-')} "
-            f"| {'yes' if row.get('negative_control') else 'no'} | {verdict} | {row.get('seconds', '-')} |"
+            f"| {row['name']}{control} | {row.get('brokers', '-')} | {instances} | {row.get('acked', '-')} "
+            f"| {row.get('lost', '-')} | {row.get('duplicated', '-')} | {row.get('answered_503_s', '-')} "
+            f"| {verdict} | {row.get('seconds', '-')} |"
         )
     print(f"\nwritten to {REPORT.relative_to(REPO)}")
     sys.exit(0 if all(healthy(r) for r in rows) else 1)

@@ -30,9 +30,14 @@ class Whereby:
         self.acked: set[str] = set()
         self.gave_up: set[str] = set()
         self.statuses: Counter[str] = Counter()
+        # (sent, answered) in time.monotonic() of each attempt answered 503 and each left unanswered: the
+        # webhooks that could not be stored, from when they were sent to when the sender learnt it.
+        self.unavailable_at: list[tuple[float, float]] = []
+        self.no_answer_at: list[tuple[float, float]] = []
 
     async def _deliver(self, http: aiohttp.ClientSession, event: Event, *, bad_signature: bool = False) -> None:
         for attempt in range(1 + len(BACKOFF_S)):
+            sent_at = time.monotonic()
             header = signature.sign(event.body, "not-the-secret" if bad_signature else self.secret)
             try:
                 async with http.post(
@@ -43,6 +48,8 @@ class Whereby:
                 ) as response:
                     await response.read()
                     self.statuses[str(response.status)] += 1
+                    if response.status == 503:
+                        self.unavailable_at.append((sent_at, time.monotonic()))
                     if 200 <= response.status < 300:
                         if not bad_signature:
                             self.acked.add(event.event_id)
@@ -51,6 +58,7 @@ class Whereby:
                         return  # final for Whereby: a client fault is never retried
             except (TimeoutError, aiohttp.ClientError, OSError):
                 self.statuses["no_answer"] += 1
+                self.no_answer_at.append((sent_at, time.monotonic()))
             if attempt < len(BACKOFF_S):
                 await asyncio.sleep(BACKOFF_S[attempt])
         if not bad_signature:
@@ -78,3 +86,30 @@ class Whereby:
                 await limit.acquire()
                 tasks.append(asyncio.create_task(one(event)))
             await asyncio.gather(*tasks)
+
+    def outage(self) -> dict[str, float | int]:
+        """How long webhooks could not be stored: attempts answered 503 (and attempts left unanswered), each
+        from its sending to its answer, merged into incidents (overlapping or at most OUTAGE_GAP_S apart),
+        with their count, total and longest duration."""
+        out: dict[str, float | int] = {}
+        for label, attempts in (("answered_503", self.unavailable_at), ("no_answer", self.no_answer_at)):
+            spans = incidents(attempts)
+            out[f"{label}_s"] = round(sum(end - start for start, end in spans), 1)
+            out[f"{label}_longest_s"] = round(max((end - start for start, end in spans), default=0.0), 1)
+            out[f"{label}_incidents"] = len(spans)
+        return out
+
+
+OUTAGE_GAP_S = 2.0
+
+
+def incidents(attempts: list[tuple[float, float]], gap_s: float = OUTAGE_GAP_S) -> list[tuple[float, float]]:
+    """(start, end) intervals merged into spans: a new span wherever one starts more than `gap_s` after
+    every earlier one ended."""
+    spans: list[tuple[float, float]] = []
+    for start, end in sorted(attempts):
+        if spans and start - spans[-1][1] <= gap_s:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], end))
+        else:
+            spans.append((start, end))
+    return spans

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # `make run`: the whole pipeline on this machine. Starts the local Kafka broker (unless
-# KAFKA_BOOTSTRAP_SERVERS names one), creates the topics, starts ingest, enrich and sink as one process
-# each, and on Ctrl-C or SIGTERM stops them (they drain) and then the broker it started. No orphans.
+# KAFKA_BOOTSTRAP_SERVERS names one), creates the topics, then runs `whereby-pipeline supervise`, which
+# starts ingest, enrich and sink (one process each by default; INGEST_WORKERS, ENRICH_INSTANCES and
+# SINK_INSTANCES ask for more) and on Ctrl-C or SIGTERM stops them in order (they drain). Then the broker
+# it started is stopped. No orphans.
+# KAFKA_CLUSTER_SIZE=3 starts a three-broker cluster instead of one broker, and creates the topics with
+# replication factor 3 and min.insync.replicas 2 (KAFKA_REPLICATION_FACTOR / KAFKA_MIN_INSYNC_REPLICAS win).
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$REPO"
@@ -18,13 +22,12 @@ if [[ -z "${WHEREBY_WEBHOOK_SECRET:-}" ]] && ! grep -qs '^WHEREBY_WEBHOOK_SECRET
 fi
 
 started_broker=0
-pids=()
+supervisor=""
 stop_all() {
   trap - INT TERM EXIT
-  if ((${#pids[@]})); then
-    echo "stopping the stages (they drain in-flight work first)..."
-    kill -TERM "${pids[@]}" 2>/dev/null || true
-    wait "${pids[@]}" 2>/dev/null || true
+  if [[ -n "$supervisor" ]]; then
+    kill -TERM "$supervisor" 2>/dev/null || true   # it stops the stages in order and waits for them
+    wait "$supervisor" 2>/dev/null || true
   fi
   if ((started_broker)); then bash deploy/kafka/kafka.sh stop; fi
 }
@@ -33,32 +36,36 @@ trap stop_all INT TERM EXIT
 if [[ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]]; then
   bash deploy/kafka/kafka.sh status >/dev/null 2>&1 || started_broker=1
   bash deploy/kafka/kafka.sh start
+  KAFKA_BOOTSTRAP_SERVERS="$(bash deploy/kafka/kafka.sh bootstrap)"
+  export KAFKA_BOOTSTRAP_SERVERS
+  if ((${KAFKA_CLUSTER_SIZE:-1} >= 3)); then
+    export KAFKA_REPLICATION_FACTOR="${KAFKA_REPLICATION_FACTOR:-3}" KAFKA_MIN_INSYNC_REPLICAS="${KAFKA_MIN_INSYNC_REPLICAS:-2}"
+  fi
 fi
 "$BIN/whereby-pipeline" topics
 # Upgrade the store in place before the sink opens it (new migrations, derived rows of a previous
 # release's data); a no-op when it is up to date. See docs/upgrading.md.
 "$BIN/whereby-pipeline" schema upgrade
 
-mkdir -p .data/logs
-for stage in sink enrich ingest; do
-  "$BIN/whereby-pipeline" "$stage" 2> >(tee -a ".data/logs/$stage.log" >&2) &
-  pids+=($!)
-done
-
 port() { local v="${1}_PORT"; echo "${!v:-$2}"; }
 cat <<MSG
 
-Whereby pipeline is starting (logs in .data/logs/):
+Whereby pipeline is starting (logs in .data/logs/; several instances of a stage listen on its port + 100·i):
   ingest  http://127.0.0.1:$(port INGEST 8080)/webhooks/whereby   (health: /healthz /readyz, metrics: /metrics)
   enrich  http://127.0.0.1:$(port ENRICH 8081)/metrics
   sink    http://127.0.0.1:$(port SINK 8082)/metrics   ClickHouse: ${CLICKHOUSE_URL:-chdb://$REPO/.data/clickhouse}
+  Kafka   $KAFKA_BOOTSTRAP_SERVERS
 Try:  .venv/bin/whereby-pipeline sign --curl tests/fixtures/joined.json | sh
 Press Ctrl-C to stop everything.
 MSG
 
-# If any stage exits, stop the rest: a half-running pipeline is worse than a stopped one.
+# The supervisor restarts a stage process that crashes; it ends (and so does this script) on Ctrl-C,
+# or when a stage fails with a configuration error or keeps crashing.
+"$BIN/whereby-pipeline" supervise --log-dir .data/logs &
+supervisor=$!
 status=0
-wait -n "${pids[@]}" || status=$?
-# Above 128: we were interrupted (Ctrl-C/SIGTERM); 0: a stage that drained on that same Ctrl-C.
-# Anything else is a stage that died on its own.
-((status > 128 || status == 0)) || echo "a stage exited (status $status); stopping the pipeline; see .data/logs/"
+wait "$supervisor" || status=$?
+supervisor=""
+# Above 128: we were interrupted (Ctrl-C/SIGTERM); 0: stopped cleanly.
+((status > 128 || status == 0)) || echo "the pipeline stopped (status $status); see .data/logs/"
+exit "$status"

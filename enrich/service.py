@@ -40,7 +40,7 @@ from prometheus_client import Counter, Histogram
 from enrich.dimensions import DimensionError, DimensionTable
 from enrich.dimtopic import DimensionFollower
 from enrich.enricher import CUSTOMER_RESOLUTIONS, USER_RESOLUTIONS, BadEvent, enrich_record
-from pipeline import contract, kafka, lag
+from pipeline import contract, kafka, lag, rebalance, replicas
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,9 @@ class EnrichService:
         gc.collect()
         gc.freeze()
         self._consumer = kafka.consumer(self.settings, group_id=self.settings.enrich_group)
-        self._consumer.subscribe([self.settings.topic_raw], listener=_FinishBatchOnRevoke(self._batch_lock))
+        self._consumer.subscribe(
+            [self.settings.topic_raw], listener=rebalance.Counted("enrich", _FinishBatchOnRevoke(self._batch_lock))
+        )
         await self._consumer.start()
         self._ready = True
 
@@ -156,15 +158,18 @@ class EnrichService:
         lag_reporter = asyncio.create_task(
             lag.report_forever(self._consumer, "enrich", interval_s=self.settings.lag_interval_s), name="enrich-lag"
         )
+        replica_reporter = asyncio.create_task(
+            replicas.report_forever(self.settings, interval_s=self.settings.lag_interval_s), name="enrich-replicas"
+        )
         try:
             while not self._stopping.is_set():
                 if follower.done():
                     follower.result()  # re-raise: dimensions that stop updating are a failure
                 await self.process_batch()
         finally:
-            follower.cancel()
-            lag_reporter.cancel()
-            await asyncio.gather(follower, lag_reporter, return_exceptions=True)
+            for task in (follower, lag_reporter, replica_reporter):
+                task.cancel()
+            await asyncio.gather(follower, lag_reporter, replica_reporter, return_exceptions=True)
             finished.set()
 
     async def process_batch(self) -> int:

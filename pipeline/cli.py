@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline import kafka, logs
+from pipeline import kafka, logs, supervisor
 from pipeline.runner import Service, http_limits, serve
 from pipeline.settings import ConfigError, Settings
 
@@ -27,13 +27,24 @@ def load_settings() -> Settings:
     return Settings.from_env(dotenv=Path(".env"))
 
 
-def run_service(factory: Callable[[Settings], Service], host_port: Callable[[Settings], tuple[str, int]]) -> int:
-    """Run a stage as a long-lived service with JSON logs; returns the exit code."""
+def run_service(
+    factory: Callable[[Settings], Service],
+    host_port: Callable[[Settings], tuple[str, int]],
+    *,
+    shared_port: Callable[[Settings], bool] | None = None,
+) -> int:
+    """Run a stage as a long-lived service with JSON logs; returns the exit code.
+
+    `shared_port(settings)` true: this process is one of several workers listening on the same port.
+    """
     settings = load_settings()
     service = factory(settings)
     logs.configure(service.name)
     host, port = host_port(settings)
-    return asyncio.run(serve(service, host, port, limits=http_limits(settings)))
+    reuse = bool(shared_port and shared_port(settings))
+    return asyncio.run(
+        serve(service, host, port, limits=http_limits(settings), reuse_port=reuse, instance_port=settings.instance_port)
+    )
 
 
 def run_async(coro: Coroutine[Any, Any, int]) -> int:
@@ -60,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     topics = sub.add_parser("topics", help="create the Kafka topics of the contract (idempotent)")
     topics.set_defaults(handler=lambda args: run_async(_topics(args)))
+    supervisor.register(sub, load_settings)
     for module in STAGE_CLIS:
         importlib.import_module(module).register(sub)
     return parser

@@ -123,14 +123,31 @@ def usable_connections(wanted: int, reserved: int = RESERVED_FDS) -> int:
 
 
 class HttpServer:
-    """Serves an aiohttp application on one address with :class:`HttpLimits`; `start()`, then `stop()`."""
+    """Serves an aiohttp application on one address with :class:`HttpLimits`; `start()`, then `stop()`.
+
+    `reuse_port` lets several processes listen on `port` together (SO_REUSEPORT: the kernel spreads new
+    connections over them); `instance_port`, when not 0, serves the same application on a port of this
+    process alone, so each of those processes can be probed and scraped on its own. Both listeners share
+    one connection cap.
+    """
 
     def __init__(
-        self, app: web.Application, host: str, port: int, limits: HttpLimits, *, shutdown_timeout_s: float = 10.0
+        self,
+        app: web.Application,
+        host: str,
+        port: int,
+        limits: HttpLimits,
+        *,
+        shutdown_timeout_s: float = 10.0,
+        reuse_port: bool = False,
+        instance_port: int = 0,
     ) -> None:
         self.host = host
         self.port = port
         self.limits = limits
+        self.reuse_port = reuse_port
+        self.instance_port = instance_port
+        self._extra: asyncio.Server | None = None
         self._runner = web.AppRunner(
             app,
             shutdown_timeout=shutdown_timeout_s,
@@ -168,10 +185,15 @@ class HttpServer:
             )
         self._gate = gate = ConnectionGate(server, cap)
         OPEN_CONNECTIONS.set_function(lambda: gate.open)
+        loop = asyncio.get_running_loop()
         try:
-            self._listener = await asyncio.get_running_loop().create_server(
-                gate, self.host, self.port, backlog=1024, reuse_address=True
+            self._listener = await loop.create_server(
+                gate, self.host, self.port, backlog=1024, reuse_address=True, reuse_port=self.reuse_port or None
             )
+            if self.instance_port:
+                self._extra = await loop.create_server(
+                    gate, self.host, self.instance_port, backlog=1024, reuse_address=True
+                )
         except OSError:
             await self.stop()
             raise
@@ -179,9 +201,11 @@ class HttpServer:
 
     async def stop(self) -> None:
         """Stop listening, let in-flight requests finish (bounded by the shutdown timeout), close. Idempotent."""
-        if self._listener is not None:
-            listener, self._listener = self._listener, None
-            listener.close()
+        for name in ("_listener", "_extra"):
+            listener = getattr(self, name)
+            if listener is not None:
+                setattr(self, name, None)
+                listener.close()
         if self._set_up:
             self._set_up = False
             await self._runner.cleanup()

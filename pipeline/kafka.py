@@ -25,22 +25,37 @@ RAW_RETENTION_MS = 90 * 24 * 3600 * 1000
 
 
 def topic_specs(settings: Settings) -> list[NewTopic]:
-    """The topics of the contract, with explicit partition counts and configs."""
+    """The topics of the contract, with explicit partition counts and configs.
+
+    With KAFKA_MIN_INSYNC_REPLICAS set (2 with replication factor 3), an acks=all write is acknowledged
+    only once that many replicas have it, and refused (ingest answers 503, Whereby retries) when fewer
+    are in sync: an acknowledged event survives the loss of any one broker. Unset, the broker's default
+    applies, so a production broker's own setting is never lowered by accident.
+    """
     rf = settings.topic_replication_factor
     parts = settings.topic_partitions
+    durability = (
+        {"min.insync.replicas": str(settings.topic_min_insync_replicas)} if settings.topic_min_insync_replicas else {}
+    )
     return [
-        NewTopic(settings.topic_raw, parts, rf, topic_configs={"retention.ms": str(RAW_RETENTION_MS)}),
-        NewTopic(settings.topic_enriched, parts, rf, topic_configs={"retention.ms": str(7 * 24 * 3600 * 1000)}),
+        NewTopic(settings.topic_raw, parts, rf, topic_configs={"retention.ms": str(RAW_RETENTION_MS), **durability}),
+        NewTopic(
+            settings.topic_enriched, parts, rf, topic_configs={"retention.ms": str(7 * 24 * 3600 * 1000), **durability}
+        ),
         NewTopic(
             settings.topic_dimensions,
             1,  # one partition: dimension updates are applied in the order they were written
             rf,
-            topic_configs={"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
+            topic_configs={"cleanup.policy": "compact", "min.compaction.lag.ms": "0", **durability},
         ),
-        NewTopic(settings.topic_deadletter, parts, rf, topic_configs={"retention.ms": str(RAW_RETENTION_MS)}),
+        NewTopic(
+            settings.topic_deadletter, parts, rf, topic_configs={"retention.ms": str(RAW_RETENTION_MS), **durability}
+        ),
         # One record per room session per reconcile run: little traffic, so one partition; kept as long as
         # the raw topic, so the sink can rebuild its `reconciliation` table from it.
-        NewTopic(settings.topic_reconciliation, 1, rf, topic_configs={"retention.ms": str(RAW_RETENTION_MS)}),
+        NewTopic(
+            settings.topic_reconciliation, 1, rf, topic_configs={"retention.ms": str(RAW_RETENTION_MS), **durability}
+        ),
     ]
 
 

@@ -71,9 +71,20 @@ def http_limits(settings: Settings) -> HttpLimits:
 
 
 async def serve(
-    service: Service, host: str, port: int, *, limits: HttpLimits | None = None, shutdown_timeout_s: float = 10.0
+    service: Service,
+    host: str,
+    port: int,
+    *,
+    limits: HttpLimits | None = None,
+    shutdown_timeout_s: float = 10.0,
+    reuse_port: bool = False,
+    instance_port: int = 0,
 ) -> int:
-    """Run `service` with its HTTP endpoints until a signal or a failure; returns a process exit code."""
+    """Run `service` with its HTTP endpoints until a signal or a failure; returns a process exit code.
+
+    `reuse_port` and `instance_port`: see :class:`pipeline.httpserver.HttpServer` (several ingest
+    workers on one port, each also on a port of its own).
+    """
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -92,14 +103,26 @@ async def serve(
             await service.stop()
         return 1
 
-    server = HttpServer(build_app(service), host, port, limits or HttpLimits(), shutdown_timeout_s=shutdown_timeout_s)
+    server = HttpServer(
+        build_app(service),
+        host,
+        port,
+        limits or HttpLimits(),
+        shutdown_timeout_s=shutdown_timeout_s,
+        reuse_port=reuse_port,
+        instance_port=instance_port,
+    )
     try:
         await server.start()
     except OSError as exc:
         log.error(f"cannot listen on {host}:{port}: {exc.strerror}; set another port", extra={"service": service.name})
         await service.stop()
         return 2
-    log.info(f"{service.name} listening on http://{host}:{port}", extra={"service": service.name})
+    for site_port, shared in [(port, reuse_port)] + ([(instance_port, False)] if instance_port else []):
+        log.info(
+            f"{service.name} listening on http://{host}:{site_port}" + (" (shared port)" if shared else ""),
+            extra={"service": service.name},
+        )
 
     work = asyncio.create_task(service.run(), name=f"{service.name}-run")
     stop_wait = asyncio.create_task(stopping.wait())

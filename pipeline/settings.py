@@ -166,6 +166,8 @@ class Settings:
     topic_deadletter: str
     topic_partitions: int
     topic_replication_factor: int
+    # min.insync.replicas of created topics; 0 leaves the broker's default.
+    topic_min_insync_replicas: int
 
     webhook_secrets: tuple[str, ...]
     webhook_tolerance_s: int
@@ -207,6 +209,14 @@ class Settings:
 
     instance_id: str
 
+    # Processes per stage, started by `whereby-pipeline supervise` (make run). Several ingest workers share
+    # INGEST_PORT (SO_REUSEPORT); INSTANCE_PORT is a second port only this process listens on (same
+    # endpoints), so each worker behind a shared port can be probed and scraped on its own.
+    ingest_workers: int
+    enrich_instances: int
+    sink_instances: int
+    instance_port: int
+
     # Secure connections (see pipeline/security.py); defaults keep plaintext Kafka and no extra credentials.
     kafka_security: security.KafkaSecurity = field(default_factory=security.KafkaSecurity)
     clickhouse_access: security.ClickHouseAccess = field(default_factory=security.ClickHouseAccess)
@@ -238,6 +248,19 @@ class Settings:
             raise ConfigError(
                 f"CLICKHOUSE_URL must start with chdb://, http:// or https://, got {clickhouse_url.split('://')[0]!r}"
             )
+        replication_factor = env.integer("KAFKA_REPLICATION_FACTOR", 1, low=1, high=16)
+        min_insync = env.integer("KAFKA_MIN_INSYNC_REPLICAS", 0, low=0, high=16)
+        if min_insync > replication_factor:
+            raise ConfigError(
+                f"KAFKA_MIN_INSYNC_REPLICAS={min_insync} is above KAFKA_REPLICATION_FACTOR={replication_factor}: "
+                "every acks=all write would be refused; lower it or raise the replication factor"
+            )
+        sink_instances = env.integer("SINK_INSTANCES", 1, low=1, high=64)
+        if sink_instances > 1 and clickhouse_url.startswith("chdb://"):
+            raise ConfigError(
+                f"SINK_INSTANCES={sink_instances} needs a ClickHouse server: the embedded engine (chdb://) "
+                "opens its directory in one process; set CLICKHOUSE_URL=http(s)://... or SINK_INSTANCES=1"
+            )
         return cls(
             kafka_bootstrap_servers=env.text("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
             kafka_connect_timeout_s=env.number("KAFKA_CONNECT_TIMEOUT_S", 30.0),
@@ -246,7 +269,8 @@ class Settings:
             topic_dimensions=env.text("TOPIC_DIMENSIONS", contract.TOPIC_DIMENSIONS),
             topic_deadletter=env.text("TOPIC_DEADLETTER", contract.TOPIC_DEADLETTER),
             topic_partitions=env.integer("KAFKA_TOPIC_PARTITIONS", 6, low=1, high=10_000),
-            topic_replication_factor=env.integer("KAFKA_REPLICATION_FACTOR", 1, low=1, high=16),
+            topic_replication_factor=replication_factor,
+            topic_min_insync_replicas=min_insync,
             webhook_secrets=secrets,
             webhook_tolerance_s=env.integer("WEBHOOK_TOLERANCE_S", 300, low=1, high=MAX_WEBHOOK_TOLERANCE_S),
             webhook_max_bytes=env.integer("WEBHOOK_MAX_BYTES", 64 * 1024, low=1024),
@@ -276,6 +300,10 @@ class Settings:
             sink_batch_seconds=env.number("SINK_BATCH_SECONDS", 1.0),
             stale_connection_s=env.number("STALE_CONNECTION_S", 6 * 3600.0),
             instance_id=env.text("INSTANCE_ID", f"{socket.gethostname()}-{os.getpid()}"),
+            ingest_workers=env.integer("INGEST_WORKERS", 1, low=1, high=64),
+            enrich_instances=env.integer("ENRICH_INSTANCES", 1, low=1, high=64),
+            sink_instances=sink_instances,
+            instance_port=env.port("INSTANCE_PORT", 0),
             kafka_security=kafka_security,
             clickhouse_access=clickhouse_access,
             topic_reconciliation=env.text("TOPIC_RECONCILIATION", contract.TOPIC_RECONCILIATION),

@@ -34,7 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from clickhouse_connect.driver.client import Client
 
-from pipeline import contract, kafka, lag
+from pipeline import contract, kafka, lag, rebalance, replicas
 from pipeline.settings import Settings
 from sink import drift, metrics, readapi, store
 from sink.batch import Batch, DeadLetter, Limits, Record, RecordLike
@@ -124,7 +124,7 @@ class SinkService:
                 self.settings.topic_raw,
                 self.settings.topic_reconciliation,
             ],
-            listener=_FlushOnRevoke(self),
+            listener=rebalance.Counted("sink", _FlushOnRevoke(self)),
         )
         await self._consumer.start()
         self._ready = True
@@ -144,6 +144,9 @@ class SinkService:
         lag_reporter = asyncio.create_task(
             lag.report_forever(self._consumer, "sink", interval_s=self.settings.lag_interval_s), name="sink-lag"
         )
+        replica_reporter = asyncio.create_task(
+            replicas.report_forever(self.settings, interval_s=self.settings.lag_interval_s), name="sink-replicas"
+        )
         deriving = asyncio.create_task(self.deriver.run(), name="sink-derive")
         drift_reporter = asyncio.create_task(drift.report_forever(lambda: self.client, self.db), name="sink-drift")
         try:
@@ -153,8 +156,9 @@ class SinkService:
         finally:
             lag_reporter.cancel()
             drift_reporter.cancel()
+            replica_reporter.cancel()
             await self.deriver.stop()
-            await asyncio.gather(lag_reporter, deriving, drift_reporter, return_exceptions=True)
+            await asyncio.gather(lag_reporter, replica_reporter, deriving, drift_reporter, return_exceptions=True)
             finished.set()
 
     async def poll_once(self) -> None:

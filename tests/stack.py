@@ -77,8 +77,22 @@ def local_broker(port: int = 9092, data_dir: Path | None = None) -> Iterator[str
             subprocess.run(["bash", str(KAFKA_SH), "stop"], env=env, check=False)
 
 
+def instance_name(stage: str, instance: int = 0) -> str:
+    """`enrich` for a stage's first process, `enrich-2` for its third: the key of `Stack.procs` and ports."""
+    return stage if instance == 0 else f"{stage}-{instance}"
+
+
+def stage_of(name: str) -> str:
+    """The stage an instance name belongs to (`enrich-2` -> `enrich`)."""
+    return name.split("-", 1)[0]
+
+
 class Stack:
-    """The three stages as child processes sharing one isolated configuration."""
+    """The three stages as child processes sharing one isolated configuration.
+
+    A stage can run as several instances (`start("enrich", instance=2)`): each is its own process in the
+    stage's consumer group, with its own INSTANCE_ID and HTTP port, keyed `enrich-2` in `procs`/`ports`.
+    """
 
     def __init__(self, env: dict[str, str], log_dir: Path) -> None:
         self.env = dict(env)
@@ -93,26 +107,34 @@ class Stack:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def url(self, stage: str, path: str = "") -> str:
+        """URL on the port of a stage or instance name (`enrich-2`)."""
         return f"http://127.0.0.1:{self.ports[stage]}{path}"
 
-    def start(self, stage: str, *, timeout_s: float = 60.0, extra_env: dict[str, str] | None = None) -> None:
-        """Start one stage and wait until its /readyz answers 200."""
+    def start(
+        self, stage: str, *, timeout_s: float = 60.0, extra_env: dict[str, str] | None = None, instance: int = 0
+    ) -> None:
+        """Start one stage (or another instance of it) and wait until its /readyz answers 200."""
+        name = instance_name(stage, instance)
         env = {**os.environ, **self.env, **(extra_env or {})}
-        log = open(self.log_dir / f"{stage}.log", "ab")  # noqa: SIM115 - owned by the child process
+        if instance:  # its own id and port; the same topics, group and database as the stage's others
+            port_variable = f"{stage.upper()}_PORT"
+            self.ports.setdefault(name, free_port())
+            env.update({"INSTANCE_ID": f"{self.env['INSTANCE_ID']}-{instance}", port_variable: str(self.ports[name])})
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child process
         proc = subprocess.Popen([sys.executable, "-m", "pipeline", stage], env=env, stdout=log, stderr=log, cwd=REPO)
-        self.procs[stage] = proc
+        self.procs[name] = proc
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"{stage} exited with {proc.returncode}; see {self.log_dir / (stage + '.log')}")
+                raise RuntimeError(f"{name} exited with {proc.returncode}; see {self.log_dir / (name + '.log')}")
             try:
-                with urllib.request.urlopen(self.url(stage, "/readyz"), timeout=1) as response:
+                with urllib.request.urlopen(self.url(name, "/readyz"), timeout=1) as response:
                     if response.status == 200:
                         return
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.2)
-        raise RuntimeError(f"{stage} not ready within {timeout_s}s; see {self.log_dir / (stage + '.log')}")
+        raise RuntimeError(f"{name} not ready within {timeout_s}s; see {self.log_dir / (name + '.log')}")
 
     def start_all(self) -> None:
         for stage in STAGES:
@@ -141,10 +163,12 @@ class Stack:
             proc.wait()
 
     def stop_all(self) -> None:
-        for stage in reversed(STAGES):  # ingest first: no new intake while the consumers drain
-            self.stop(stage)
+        """Stop every instance, ingest first: no new intake while the consumers drain."""
+        for stage in reversed(STAGES):
+            for name in [n for n in self.procs if stage_of(n) == stage]:
+                self.stop(name)
 
-    def metric(self, stage: str, name: str, **labels: str) -> float:
+    def metric(self, stage: str, name: str, /, **labels: str) -> float:
         """Sum of a Prometheus sample over series matching `labels` (0 if absent or unreachable)."""
         try:
             with urllib.request.urlopen(self.url(stage, "/metrics"), timeout=2) as response:

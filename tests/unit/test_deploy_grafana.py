@@ -110,3 +110,11 @@ def test_usage_sql_runs_on_the_real_schema(clickhouse_url: str) -> None:
             sql = sql.replace(macro, value)
         assert "$" not in sql, sql
         client.query(sql)
+
+
+def test_sre_dashboard_shows_replication_and_rebalances() -> None:
+    """Issue 17: in-sync replicas, under-replicated partitions and rebalance counts are on the SRE dashboard."""
+    text = (GRAFANA / "dashboards" / "sre-overview.json").read_text()
+    for needed in ("whereby:kafka_under_replicated_partitions:count", "whereby_kafka_partition_in_sync_replicas",
+                   "whereby_consumer_rebalances_total", "whereby_consumer_assigned_partitions"):  # fmt: skip
+        assert needed in text, needed
