@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline import kafka, logs
+from pipeline import checks, kafka, logs
 from pipeline.runner import Service, serve
 from pipeline.settings import ConfigError, Settings
 
@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     topics.set_defaults(handler=lambda args: run_async(_topics(args)))
     for module in STAGE_CLIS:
         importlib.import_module(module).register(sub)
+    checks.register(sub)
     return parser
 
 
