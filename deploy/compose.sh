@@ -1,22 +1,38 @@
 #!/usr/bin/env bash
 # `make up` / `make down`: the full stack of deploy/docker-compose.yml on a Docker engine.
-# Secrets: WHEREBY_WEBHOOK_SECRET, READ_API_TOKEN and CLICKHOUSE_PASSWORD from the environment or the
-# repo's .env (the same file `make run` and `whereby-pipeline report` use); missing ones get
-# development-only values, said out loud.
+# Secrets: WHEREBY_WEBHOOK_SECRET, READ_API_TOKEN, CLICKHOUSE_PASSWORD and GRAFANA_CLICKHOUSE_PASSWORD
+# from the environment or the repo's .env (the same file `make run` and `whereby-pipeline report` use);
+# missing ones get development-only values, said out loud. GRAFANA_ADMIN_PASSWORD (or
+# GRAFANA_ADMIN_PASSWORD_FILE) is required: a Grafana reachable with a guessable password is worse
+# than one that does not start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 compose=(docker compose -f deploy/docker-compose.yml)
 [[ -f .env ]] && compose+=(--env-file .env)
 
-from_env_file() { grep -s "^$1=" .env | tail -n1 | cut -d= -f2- | tr -d "'\""; }
+# A variable's value in .env, or nothing (never a failure: set -e and pipefail are on).
+from_env_file() { { grep -s "^$1=" .env || true; } | tail -n1 | cut -d= -f2- | tr -d "'\""; }
 
 case "${1:-}" in
   up)
+    grafana_file="${GRAFANA_ADMIN_PASSWORD_FILE:-$(from_env_file GRAFANA_ADMIN_PASSWORD_FILE)}"
+    grafana_password="${GRAFANA_ADMIN_PASSWORD:-$(from_env_file GRAFANA_ADMIN_PASSWORD)}"
+    if [[ -z "$grafana_file" ]]; then
+      if [[ -z "$grafana_password" ]]; then
+        echo "GRAFANA_ADMIN_PASSWORD is not set: set it (environment or .env), or GRAFANA_ADMIN_PASSWORD_FILE to a file holding it; Grafana gets no default admin password" >&2
+        exit 1
+      fi
+      # Docker mounts secrets from files: keep it in one only this user can read (.data is git-ignored).
+      mkdir -p .data/secrets
+      grafana_file="$PWD/.data/secrets/grafana_admin_password"
+      (umask 077 && printf '%s' "$grafana_password" >"$grafana_file")
+    fi
+    export GRAFANA_ADMIN_PASSWORD_FILE="$grafana_file"
     if ! docker info >/dev/null 2>&1; then
       echo "make up needs a Docker engine (docker info failed); without one use make run" >&2
       exit 1
     fi
-    for name in WHEREBY_WEBHOOK_SECRET READ_API_TOKEN; do
+    for name in WHEREBY_WEBHOOK_SECRET READ_API_TOKEN GRAFANA_CLICKHOUSE_PASSWORD; do
       value="${!name:-$(from_env_file "$name")}"
       if [[ -z "$value" ]]; then
         value="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
@@ -28,9 +44,12 @@ case "${1:-}" in
     export CLICKHOUSE_PASSWORD="${CLICKHOUSE_PASSWORD:-$(from_env_file CLICKHOUSE_PASSWORD)}"
     export CLICKHOUSE_PASSWORD="${CLICKHOUSE_PASSWORD:-whereby-dev-only}"
     "${compose[@]}" up -d --build --wait
-    echo "webhooks: http://localhost:8080/webhooks/whereby  grafana: http://localhost:3000  prometheus: http://localhost:9090"
+    echo "webhooks: http://localhost:8080/webhooks/whereby  grafana: http://localhost:3000 (admin)  prometheus: http://localhost:9090"
     ;;
   down)
+    # Stopping reads no secret, but compose checks the required variables of the whole file.
+    export GRAFANA_ADMIN_PASSWORD_FILE="${GRAFANA_ADMIN_PASSWORD_FILE:-/dev/null}"
+    export GRAFANA_CLICKHOUSE_PASSWORD="${GRAFANA_CLICKHOUSE_PASSWORD:-unused-by-down}"
     "${compose[@]}" down "${@:2}"   # pass -v to drop the data volumes too
     ;;
   *)

@@ -155,7 +155,10 @@ def compose_services(path: Path, host: Mapping[str, str]) -> dict[str, Rendered]
                     raise RenderError(f"{where}: secret {source!r} needs {secret['environment']} set on the host")
                 content = host[secret["environment"]]
             else:
-                content = (path.parent / secret["file"]).read_text()
+                secret_file = path.parent / secret["file"]
+                if not secret_file.is_file():
+                    raise RenderError(f"{where}: secret {source!r}: no file {secret_file}")
+                content = secret_file.read_text()
             files[str(PurePosixPath("/run/secrets") / target)] = content
         command = service.get("command") or []
         image = service.get("image", "")
