@@ -3,16 +3,23 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LOCKS  := requirements/runtime.lock requirements/dev.lock
+# The tool that writes the lock files (make lock); pinned so that two people produce the same files.
+UV_VERSION := 0.13.9
+UV_HOME := .cache/uv-$(UV_VERSION)
+UV := $(UV_HOME)/bin/uv
 
 # bench and chaos are separate from test: they measure and inject faults, they take minutes.
-.PHONY: bench chaos install run test test-unit lint format kafka kafka-stop kafka-cluster kafka-cluster-stop topics schema clean tools chromium promtool wrk up down
+.PHONY: bench chaos install run test test-unit lint format kafka kafka-stop kafka-cluster kafka-cluster-stop topics schema clean tools chromium promtool wrk up down lock
 
-# Re-install only when the project's dependencies change.
-$(STAMP): pyproject.toml
+# Re-install only when the project or its pinned dependencies change. Everything comes from the lock,
+# checked against its hashes (the build backend too, hence --no-build-isolation); then the project
+# itself, without resolving anything more.
+$(STAMP): pyproject.toml $(LOCKS)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install -q --upgrade pip
-	@$(BIN)/python -m pip install -q -e '.[dev]'
+	@$(BIN)/python -m pip install -q --disable-pip-version-check --require-hashes -r requirements/dev.lock
+	@$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -64,6 +71,21 @@ up:
 
 down:
 	@bash deploy/compose.sh down
+
+## lock: regenerate requirements/*.lock from pyproject.toml (keeps current pins; LOCK_ARGS=--upgrade or
+## LOCK_ARGS="--upgrade-package aiohttp" to move them), then `make install` installs exactly those
+lock: $(UV)
+	@$(UV) pip compile pyproject.toml requirements/build.in --universal --python-version 3.11 --generate-hashes \
+	  --custom-compile-command "make lock" --quiet $(LOCK_ARGS) -o requirements/runtime.lock
+	@# dev is constrained by runtime, so both files pin the same version of every shared package.
+	@$(UV) pip compile pyproject.toml requirements/build.in --extra dev -c requirements/runtime.lock --universal \
+	  --python-version 3.11 --generate-hashes --custom-compile-command "make lock" --quiet $(LOCK_ARGS) \
+	  -o requirements/dev.lock
+	@echo "requirements/runtime.lock, requirements/dev.lock written; run make install, then make test"
+
+$(UV):
+	@$(PYTHON) -m venv $(UV_HOME)
+	@$(UV_HOME)/bin/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 
 test-unit: install
 	@$(BIN)/pytest tests/unit $(PYTEST_ARGS)

@@ -37,6 +37,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.partitioner import murmur2
 from prometheus_client import Counter, Histogram
 
+from enrich import config
 from enrich.dimensions import DimensionError, DimensionTable
 from enrich.dimtopic import DimensionFollower
 from enrich.enricher import CUSTOMER_RESOLUTIONS, USER_RESOLUTIONS, BadEvent, enrich_record
@@ -126,6 +127,7 @@ class EnrichService:
         self._ready = False
 
     async def start(self) -> None:
+        config.check(self.settings)  # the same rules as `whereby-pipeline config check --stage enrich`
         await kafka.prepare(self.settings)
         self._producer = kafka.producer(self.settings)
         await self._producer.start()

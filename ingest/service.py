@@ -19,7 +19,7 @@ from aiohttp import HttpVersion11, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiokafka import AIOKafkaProducer
 
-from ingest import admission, answers, envelope, metrics, openapi, readiness, signature
+from ingest import admission, answers, config, envelope, metrics, openapi, readiness, signature
 from ingest.answers import Answer
 from ingest.batcher import Batcher, StoreError, partitions_of
 from pipeline import contract, kafka
@@ -55,9 +55,10 @@ class IngestService:
     def __init__(
         self, settings: Settings, *, probe_interval_s: float = PROBE_INTERVAL_S, lanes: int = PRODUCER_LANES
     ) -> None:
+        config.check(settings)  # the same rules as `whereby-pipeline config check --stage ingest`
         self.settings = settings
         self._lanes = lanes
-        self._secrets = settings.require_webhook_secrets()
+        self._secrets = settings.webhook_secrets
         self._probe_interval_s = probe_interval_s
         self._producers: list[AIOKafkaProducer] = []
         self._raw: Batcher | None = None

@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline import kafka, logs, supervisor
+from pipeline import checks, kafka, logs, supervisor
 from pipeline.runner import Service, http_limits, serve
 from pipeline.settings import ConfigError, Settings
 
@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     supervisor.register(sub, load_settings)
     for module in STAGE_CLIS:
         importlib.import_module(module).register(sub)
+    checks.register(sub)
     return parser
 
 

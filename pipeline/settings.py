@@ -187,7 +187,7 @@ class Settings:
     sink_host: str
     sink_port: int
     # Bearer token for the read API and usage page; required when SINK_HOST is not a loopback address.
-    read_api_token: str
+    read_api_token: str = field(repr=False)
     # Read API queries: stopped by ClickHouse after this long, run in this many threads of their own.
     read_query_timeout_s: float
     read_query_threads: int
@@ -237,6 +237,7 @@ class Settings:
         try:
             # Secrets may come from a mounted file too (<VARIABLE>_FILE).
             raw_secrets = security.secret(merged, "WHEREBY_WEBHOOK_SECRET")
+            read_api_token = security.secret(merged, "READ_API_TOKEN")
             data_dir = Path(env.text("PIPELINE_DATA_DIR", ".data")).resolve()
             clickhouse_url = security.secret(merged, "CLICKHOUSE_URL") or f"chdb://{data_dir / 'clickhouse'}"
             kafka_security = security.kafka_security_from_env(merged)
@@ -285,7 +286,7 @@ class Settings:
             enrich_port=env.port("ENRICH_PORT", 8081),
             sink_host=env.text("SINK_HOST", "127.0.0.1"),
             sink_port=env.port("SINK_PORT", 8082),
-            read_api_token=env.text("READ_API_TOKEN", ""),
+            read_api_token=read_api_token,
             read_query_timeout_s=env.number("READ_QUERY_TIMEOUT_S", 30.0),
             read_query_threads=env.integer("READ_QUERY_THREADS", 4, low=1, high=64),
             enrich_group=env.text("ENRICH_GROUP", "whereby-enrich"),

@@ -36,7 +36,7 @@ from clickhouse_connect.driver.client import Client
 
 from pipeline import contract, kafka, lag, rebalance, replicas
 from pipeline.settings import Settings
-from sink import drift, metrics, readapi, store
+from sink import config, drift, metrics, readapi, store
 from sink.batch import Batch, DeadLetter, Limits, Record, RecordLike
 from sink.derive import Deriver
 from sink.errors import backoff_delay
@@ -96,7 +96,7 @@ class SinkService:
         self._failure = exc
 
     async def start(self) -> None:
-        readapi.check_access(self.settings.sink_host, self.settings.read_api_token)
+        config.check(self.settings)  # the same rules as `whereby-pipeline config check --stage sink`
         self.client = await asyncio.to_thread(
             store.connect, self.settings.clickhouse_url, self.settings.clickhouse_access
         )

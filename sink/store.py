@@ -86,10 +86,15 @@ def migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-def split(sql: str, database: str) -> list[tuple[str, str | None]]:
-    """Split a schema file into (statement, shard key hint) pairs with the database name put in."""
+def check_database(database: str) -> None:
+    """Refuse a CLICKHOUSE_DATABASE that cannot be put into the schema's statements as it is."""
     if not _DATABASE_NAME.match(database):
         raise ConfigError(f"CLICKHOUSE_DATABASE must be a plain identifier, got {database!r}")
+
+
+def split(sql: str, database: str) -> list[tuple[str, str | None]]:
+    """Split a schema file into (statement, shard key hint) pairs with the database name put in."""
+    check_database(database)
     # Comments go before splitting (they may hold a ';'); shard key hints stay, to be read per statement.
     kept = "\n".join(line for line in sql.splitlines() if not line.strip().startswith("--") or SHARD_HINT.match(line))
     out = []

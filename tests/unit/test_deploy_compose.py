@@ -5,16 +5,21 @@ configuration the code accepts."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import jsonschema
 import pytest
 import yaml
 
-from pipeline.settings import Settings
+from tests.deployfiles import RenderError, compose_services
+from tests.unit.test_deploy_start import make_up_env
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -53,10 +58,11 @@ def test_the_stack_has_every_part() -> None:
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_stages_are_built_here_and_configured(stage: str, tmp_path: Path) -> None:
+    """The wiring of each stage. (That its environment starts the stage is tests/unit/test_deploy_start.py.)"""
     service = compose()["services"][stage]
     assert service["build"] == {"context": "..", "dockerfile": "deploy/Dockerfile"}
     assert service["command"] == [stage]
-    env = {k: str(v) for k, v in service["environment"].items()}
+    env = compose_services(COMPOSE, make_up_env(tmp_path))[stage].env
     assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
     if stage == "sink":
         assert env["CLICKHOUSE_URL"] == "http://clickhouse:8123"
@@ -64,15 +70,6 @@ def test_stages_are_built_here_and_configured(stage: str, tmp_path: Path) -> Non
     assert env[f"{stage.upper()}_HOST"] == "0.0.0.0"  # reachable by Prometheus from its container
     assert int(env[f"{stage.upper()}_PORT"]) == STAGES[stage]
     assert set(env) <= documented_variables(), set(env) - documented_variables()
-    # The secrets Docker mounts under /run/secrets, as files here: the code must accept the result.
-    for name, value in env.items():
-        if name.endswith("_FILE"):
-            # Docker mounts a service's own secrets only: the file must be one of them.
-            assert value.removeprefix("/run/secrets/") in service.get("secrets", []), f"{stage}: {name}"
-            secret = tmp_path / Path(value).name
-            secret.write_text("dev-secret\n")
-            env[name] = str(secret)
-    Settings.from_env(env)
 
 
 def test_mounted_files_exist() -> None:
@@ -98,3 +95,57 @@ def test_dockerfile_builds_the_package_and_runs_the_cli() -> None:
     for package in ("pipeline", "ingest", "enrich", "sink", "reconcile"):  # the CLI imports every one
         assert f"COPY {package}/ {package}/" in text
         assert f"!{package}/" in ignore
+
+
+def test_ports_are_published_on_loopback_only() -> None:
+    """Nothing of the stack is reachable from the network by default (a proxy fronts ingest)."""
+    for name, service in compose()["services"].items():
+        for port in service.get("ports", []):
+            host_ip = port.get("host_ip") if isinstance(port, dict) else str(port).rsplit(":", 2)[0]
+            assert host_ip == "127.0.0.1", f"{name}: {port}"
+
+
+def test_grafana_has_no_default_admin_password(tmp_path: Path) -> None:
+    host = make_up_env(tmp_path)
+    grafana = compose_services(COMPOSE, host)["grafana"]
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in grafana.env
+    assert grafana.files[grafana.env["GF_SECURITY_ADMIN_PASSWORD__FILE"]] == "compose-grafana-admin-password"
+    del host["GRAFANA_ADMIN_PASSWORD_FILE"]
+    with pytest.raises(RenderError, match=r"set GRAFANA_ADMIN_PASSWORD .* Grafana has no default admin password"):
+        compose_services(COMPOSE, host)
+
+
+def test_make_up_refuses_to_start_without_a_grafana_password(tmp_path: Path) -> None:
+    """deploy/compose.sh says what to set, before it needs a Docker engine."""
+    (tmp_path / "deploy").mkdir()
+    shutil.copy(DEPLOY / "compose.sh", tmp_path / "deploy" / "compose.sh")
+    run = ["bash", str(tmp_path / "deploy" / "compose.sh"), "up"]
+    done = subprocess.run(run, env={"PATH": os.environ["PATH"]}, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert done.stderr.startswith("GRAFANA_ADMIN_PASSWORD is not set"), done.stderr
+    assert not (tmp_path / ".data").exists()
+
+
+def test_grafana_reads_clickhouse_as_a_read_only_user(tmp_path: Path) -> None:
+    users = ElementTree.parse(DEPLOY / "clickhouse" / "users.d" / "grafana.xml").getroot()
+    (user,) = next(users.iter("users"))
+    profile = users.find(f"profiles/{user.findtext('profile')}")
+    assert profile is not None and profile.findtext("readonly") == "1"
+    # The data source sets max_execution_time on every query: allowed in read-only mode, bounded.
+    constraint = profile.find("constraints/max_execution_time")
+    assert constraint is not None and constraint.find("changeable_in_readonly") is not None
+    assert [q.text for q in user.findall("grants/query")] == ["GRANT SELECT ON whereby.*"]
+
+    datasources = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "datasources" / "datasources.yml").read_text())
+    (clickhouse,) = [d for d in datasources["datasources"] if d["type"] == "grafana-clickhouse-datasource"]
+    assert clickhouse["jsonData"]["username"] == user.tag
+
+    # The server gets the user's password from its environment, Grafana from a mounted secret: the same value.
+    services = compose_services(COMPOSE, make_up_env(tmp_path))
+    password_variable = user.find("password").get("from_env")  # type: ignore[union-attr]
+    server_side = services["clickhouse"].env[password_variable]
+    source = re.fullmatch(r"\$__file\{(.+)\}", clickhouse["secureJsonData"]["password"])
+    assert source is not None
+    assert services["grafana"].files[source.group(1)] == server_side
+    mounted = [v.split(":")[1] for v in compose()["services"]["clickhouse"]["volumes"]]
+    assert "/etc/clickhouse-server/users.d/grafana.xml" in mounted

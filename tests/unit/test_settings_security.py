@@ -82,6 +82,15 @@ def test_webhook_secret_from_file(tmp_path: Path) -> None:
     assert settings(WHEREBY_WEBHOOK_SECRET_FILE=str(tmp_path / "whsec")).webhook_secrets == ("a", "b")
 
 
+def test_read_api_token_from_file(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("a-long-read-api-token\n")
+    s = settings(READ_API_TOKEN_FILE=str(tmp_path / "token"))
+    assert s.read_api_token == "a-long-read-api-token"
+    assert "a-long-read-api-token" not in repr(s)
+    assert "READ_API_TOKEN" in config_error(READ_API_TOKEN="x" * 16, READ_API_TOKEN_FILE=str(tmp_path / "token"))
+    assert "READ_API_TOKEN_FILE" in config_error(READ_API_TOKEN_FILE=str(tmp_path / "missing"))
+
+
 def test_mutual_tls_with_an_encrypted_key(pki: dict[str, Path]) -> None:
     s = settings(
         KAFKA_SECURITY_PROTOCOL="SSL",

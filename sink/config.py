@@ -1,0 +1,16 @@
+"""The configuration the sink checks at start (also `whereby-pipeline config check --stage sink`)."""
+
+from __future__ import annotations
+
+from pipeline.settings import Settings
+from sink import readapi, store
+
+
+def check(settings: Settings) -> None:
+    """Raise ConfigError (one line, says what to set) if the sink cannot start with `settings`.
+
+    On top of settings parsing: the read API (served by the sink) is not exposed beyond loopback
+    without a token, and the database name can be put into the schema's statements.
+    """
+    readapi.check_access(settings.sink_host, settings.read_api_token)
+    store.check_database(settings.clickhouse_database)
