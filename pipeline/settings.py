@@ -102,6 +102,13 @@ class Settings:
     sink_port: int
     # Bearer token for the read API and usage page; required when SINK_HOST is not a loopback address.
     read_api_token: str
+    # ClickHouse's HTTP interface on the embedded store (sink/sqlhttp.py); SQL_PORT=0 turns it off.
+    sql_host: str
+    sql_port: int
+    sql_query_timeout_s: float
+    sql_max_concurrent: int
+    sql_max_result_bytes: int
+    sql_max_query_bytes: int
 
     enrich_group: str
     sink_group: str
@@ -163,6 +170,12 @@ class Settings:
             sink_host=env.text("SINK_HOST", "127.0.0.1"),
             sink_port=env.port("SINK_PORT", 8082),
             read_api_token=env.text("READ_API_TOKEN", ""),
+            sql_host=env.text("SQL_HOST", "127.0.0.1"),
+            sql_port=env.port("SQL_PORT", 8123),
+            sql_query_timeout_s=env.number("SQL_QUERY_TIMEOUT_S", 30.0),
+            sql_max_concurrent=env.integer("SQL_MAX_CONCURRENT", 4, low=1, high=64),
+            sql_max_result_bytes=env.integer("SQL_MAX_RESULT_BYTES", 64 * 1024 * 1024, low=1024),
+            sql_max_query_bytes=env.integer("SQL_MAX_QUERY_BYTES", 1024 * 1024, low=1024, high=64 * 1024 * 1024),
             enrich_group=env.text("ENRICH_GROUP", "whereby-enrich"),
             sink_group=env.text("SINK_GROUP", "whereby-sink"),
             clickhouse_url=clickhouse_url,

@@ -33,7 +33,7 @@ from clickhouse_connect.driver.client import Client
 
 from pipeline import contract, kafka, lag
 from pipeline.settings import Settings
-from sink import metrics, readapi, store
+from sink import metrics, readapi, sqlhttp, store
 from sink.batch import Batch, DeadLetter, Limits, Record, RecordLike
 from sink.errors import backoff_delay
 from sink.rows import BadRow, event_line, single_lines_size
@@ -82,6 +82,7 @@ class SinkService:
         self._run_finished: asyncio.Event | None = None
         self._ready = False
         self._failure: BaseException | None = None
+        self._sql: sqlhttp.SqlHttpServer | None = None
 
     def fail(self, exc: BaseException) -> None:
         """Record a failure raised outside the run loop (in the rebalance listener); run() raises it."""
@@ -94,6 +95,8 @@ class SinkService:
         )
         cluster = self.settings.clickhouse_cluster
         await asyncio.to_thread(store.migrate, self.client, self.db, cluster)
+        # ClickHouse's HTTP interface for BI tools, when the store is embedded (after the schema exists).
+        self._sql = await sqlhttp.start_for(self.settings)
         self._writer = ClickHouseWriter(self.client, self.db, cluster=bool(cluster))
         await kafka.prepare(self.settings)
         self._producer = kafka.producer(self.settings)
@@ -326,6 +329,9 @@ class SinkService:
     async def stop(self) -> None:
         self._stopping.set()
         self._ready = False
+        if self._sql is not None:
+            sql, self._sql = self._sql, None
+            await sql.stop()  # bounded by sqlhttp.STOP_TIMEOUT_S; before the store closes
         if self._run_finished is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._run_finished.wait(), timeout=STOP_TIMEOUT_S + 5)
