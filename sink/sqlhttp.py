@@ -29,6 +29,7 @@ import base64
 import binascii
 import bz2
 import concurrent.futures
+import dataclasses
 import gzip
 import hmac
 import logging
@@ -42,6 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import lz4.frame
 import orjson
 from aiohttp import BodyPartReader, web
@@ -116,6 +118,8 @@ class Config:
     max_concurrent: int
     max_result_bytes: int
     max_query_bytes: int
+    queue_wait_s: float = QUEUE_WAIT_S
+    body_timeout_s: float = BODY_TIMEOUT_S
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Config:
@@ -144,7 +148,7 @@ async def start_for(settings: Settings, *, port: int | None = None) -> SqlHttpSe
     url = settings.clickhouse_url
     config = Config.from_settings(settings)
     if port is not None:
-        config = Config(**{**config.__dict__, "port": port})
+        config = dataclasses.replace(config, port=port)
     if not url.startswith("chdb://") or config.port == 0:
         return None
     check_access(config.host, config.token)
@@ -178,7 +182,8 @@ class SqlHttpServer:
         app.router.add_route("GET", "/ping", self._ok)
         app.router.add_route("GET", "/replicas_status", self._ok)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=STOP_TIMEOUT_S)
+        # Bodies are decompressed here, bounded (aiohttp's own decompression has no size limit).
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=STOP_TIMEOUT_S, auto_decompress=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
         try:
@@ -352,16 +357,22 @@ class SqlHttpServer:
         body = ""
         content_type = request.headers.get("Content-Type", "")
         try:
-            async with asyncio.timeout(BODY_TIMEOUT_S):
+            async with asyncio.timeout(self.config.body_timeout_s):
                 if content_type.startswith("multipart/form-data"):
                     await self._read_form(request, fields)
                 elif request.method == "POST":
                     body = await self._read_body(request)
-        except TimeoutError:
+        except (aiohttp.ClientPayloadError, web.HTTPException, ValueError) as exc:
             raise sqlerrors.error(
-                sqlerrors.TIMEOUT_EXCEEDED, f"Timeout exceeded while reading the request body ({BODY_TIMEOUT_S:g} s)",
+                sqlerrors.CANNOT_PARSE_INPUT_ASSERTION_FAILED, f"Cannot read the request body: {exc}", self._version
+            ) from None
+        except TimeoutError:
+            waited = self.config.body_timeout_s
+            raise sqlerrors.error(
+                sqlerrors.TIMEOUT_EXCEEDED,
+                f"Timeout exceeded while reading the request body ({waited:g} s)",
                 self._version,
-            ) from None  # fmt: skip
+            ) from None
         query = fields.get("query", "")
         sql = f"{query}\n{body}" if query and body else query or body
         if len(sql.encode()) > self.config.max_query_bytes:
@@ -438,7 +449,7 @@ class SqlHttpServer:
         if pool is None:
             raise sqlerrors.error(439, "The SQL interface is stopping", self._version)
         try:
-            async with asyncio.timeout(QUEUE_WAIT_S):
+            async with asyncio.timeout(self.config.queue_wait_s):
                 await self._slots.acquire()
         except TimeoutError:
             raise sqlerrors.error(
