@@ -591,3 +591,20 @@ async def test_clickhouse_go_over_http_as_grafana_configures_it(sql: Sql, clickh
     assert "Code: 164. DB::Exception" in refused["error"]
     denied = await run("SELECT 1", password="wrong")
     assert "Code: 516" in denied["error"]
+
+
+async def test_the_usage_dashboard_runs_through_the_embedded_interface_as_grafana_sends_it(sql: Sql) -> None:
+    """deploy/grafana/dashboards/usage.json, macros filled in, via the data source's HTTP requests."""
+    from tests.unit.test_deploy_grafana import GRAFANA, targets
+
+    fills = {"$__fromTime": "toDateTime('2000-01-01 00:00:00')", "$__toTime": "toDateTime('2100-01-01 00:00:00')",
+             "${customer:singlequote}": "'c-acme', 'unresolved'", "whereby.": f"{sql.db}."}  # fmt: skip
+    queries = [t["rawSql"] for _, t in targets("grafana-clickhouse-datasource")]
+    usage = json.loads((GRAFANA / "dashboards" / "usage.json").read_text())
+    queries += [v["query"] for v in usage["templating"]["list"]]
+    assert queries
+    for query in queries:
+        for macro, value in fills.items():
+            query = query.replace(macro, value)
+        status, _, body = await _grafana(sql, query)
+        assert status == 200, (query, body[:300])
