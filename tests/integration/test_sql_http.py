@@ -608,3 +608,36 @@ async def test_the_usage_dashboard_runs_through_the_embedded_interface_as_grafan
             query = query.replace(macro, value)
         status, _, body = await _grafana(sql, query)
         assert status == 200, (query, body[:300])
+
+
+async def test_the_sink_serves_the_interface_next_to_its_writer_and_stops_it(
+    kafka_bootstrap: str, clickhouse_url: str
+) -> None:
+    """The sink service with its defaults (SQL_PORT set to a free port): clickhouse-connect reads the views
+    it migrated while the consumer runs; stopping the sink closes the port."""
+    from pipeline import kafka
+    from sink.service import SinkService
+    from tests.conftest import make_settings
+    from tests.support import Running
+
+    if not clickhouse_url.startswith("chdb://"):
+        pytest.skip("the SQL interface serves the embedded engine only")
+    port = free_port()
+    settings = make_settings(kafka_bootstrap, clickhouse_url, SQL_PORT=str(port), SQL_QUERY_TIMEOUT_S="5")
+    await kafka.wait_for_broker(settings, timeout_s=60)
+    await kafka.ensure_topics(settings)
+
+    def read() -> list[tuple[Any, ...]]:
+        client = clickhouse_connect.get_client(host="127.0.0.1", port=port, username="default", password="")
+        try:
+            rows: list[tuple[Any, ...]] = client.query(
+                "SELECT count() FROM usage_by_customer_day UNION ALL SELECT count() FROM rooms"
+            ).result_rows
+            return rows
+        finally:
+            client.close()
+
+    async with Running(SinkService(settings)):
+        assert await asyncio.to_thread(read) == [(0,), (0,)]  # the sink's own database, empty
+    with pytest.raises(OSError):
+        await asyncio.open_connection("127.0.0.1", port)
