@@ -224,8 +224,7 @@ def _skip_data(reader: _Reader, kind: Kind, rows: int) -> None:
     if size is not None:
         reader.take(size * rows)
     elif name in ("String", "JSONString"):
-        for _ in range(rows):
-            reader.take(reader.varint())
+        reader.pos = _skip_strings(reader.data, reader.pos, rows)
     elif name == "Nullable":
         reader.take(rows)
         _skip_data(reader, _sub(args[0]), rows)
@@ -245,6 +244,30 @@ def _skip_data(reader: _Reader, kind: Kind, rows: int) -> None:
         _skip_low_cardinality(reader, _sub(args[0]), rows)
     else:
         raise UnsupportedType(name)
+
+
+def _skip_strings(data: bytes, pos: int, rows: int) -> int:
+    """Past `rows` length-prefixed strings: the hot loop of a wide result, so kept free of calls."""
+    try:
+        for _ in range(rows):
+            length = data[pos]
+            pos += 1
+            if length & 0x80:
+                length &= 0x7F
+                shift = 7
+                while True:
+                    byte = data[pos]
+                    pos += 1
+                    length |= (byte & 0x7F) << shift
+                    if not byte & 0x80:
+                        break
+                    shift += 7
+            pos += length
+    except IndexError:
+        raise MalformedNative("truncated String column") from None
+    if pos > len(data):
+        raise MalformedNative("truncated String column")
+    return pos
 
 
 def _skip_low_cardinality(reader: _Reader, inner: Kind, rows: int) -> None:
