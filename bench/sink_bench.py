@@ -275,6 +275,7 @@ async def main() -> None:
         "TOPIC_DEADLETTER": f"bench{tag}.deadletter",
         "CLICKHOUSE_URL": f"chdb://{data_dir}",
         "INSTANCE_ID": f"bench-{tag}",
+        "SQL_PORT": "0",  # the sink alone: no SQL interface on 8123 beside a running `make run`
     }
     settings = round_settings(env, tag, 0)
     out = Path(__file__).with_name("results-sink.json")

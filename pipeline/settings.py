@@ -191,6 +191,13 @@ class Settings:
     # Read API queries: stopped by ClickHouse after this long, run in this many threads of their own.
     read_query_timeout_s: float
     read_query_threads: int
+    # ClickHouse's HTTP interface on the embedded store (sink/sqlhttp.py); SQL_PORT=0 turns it off.
+    sql_host: str
+    sql_port: int
+    sql_query_timeout_s: float
+    sql_max_concurrent: int
+    sql_max_result_bytes: int
+    sql_max_query_bytes: int
 
     enrich_group: str
     sink_group: str
@@ -289,6 +296,12 @@ class Settings:
             read_api_token=read_api_token,
             read_query_timeout_s=env.number("READ_QUERY_TIMEOUT_S", 30.0),
             read_query_threads=env.integer("READ_QUERY_THREADS", 4, low=1, high=64),
+            sql_host=env.text("SQL_HOST", "127.0.0.1"),
+            sql_port=env.port("SQL_PORT", 8123),
+            sql_query_timeout_s=env.number("SQL_QUERY_TIMEOUT_S", 30.0),
+            sql_max_concurrent=env.integer("SQL_MAX_CONCURRENT", 4, low=1, high=64),
+            sql_max_result_bytes=env.integer("SQL_MAX_RESULT_BYTES", 64 * 1024 * 1024, low=1024),
+            sql_max_query_bytes=env.integer("SQL_MAX_QUERY_BYTES", 1024 * 1024, low=1024, high=64 * 1024 * 1024),
             enrich_group=env.text("ENRICH_GROUP", "whereby-enrich"),
             sink_group=env.text("SINK_GROUP", "whereby-sink"),
             clickhouse_url=clickhouse_url,

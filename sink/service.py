@@ -36,7 +36,7 @@ from clickhouse_connect.driver.client import Client
 
 from pipeline import contract, kafka, lag, rebalance, replicas
 from pipeline.settings import Settings
-from sink import config, drift, metrics, readapi, store
+from sink import config, drift, metrics, readapi, sqlhttp, store
 from sink.batch import Batch, DeadLetter, Limits, Record, RecordLike
 from sink.derive import Deriver
 from sink.errors import backoff_delay
@@ -90,6 +90,7 @@ class SinkService:
         self._failure: BaseException | None = None
         # The read API's threads: never asyncio's default executor, which the writer's inserts use.
         self._read_pool = readapi.ReadPool(settings.read_query_threads)
+        self._sql: sqlhttp.SqlHttpServer | None = None
 
     def fail(self, exc: BaseException) -> None:
         """Record a failure raised outside the run loop (in the rebalance listener); run() raises it."""
@@ -108,6 +109,8 @@ class SinkService:
         )
         self.deriver = Deriver(self._derive_client, self.db, stale_after_s=self.settings.stale_connection_s)
         await asyncio.to_thread(catch_up, self.deriver)
+        # ClickHouse's HTTP interface for BI tools, when the store is embedded (after the schema exists).
+        self._sql = await sqlhttp.start_for(self.settings)
         self._writer = ClickHouseWriter(self.client, self.db, cluster=bool(cluster))
         await kafka.prepare(self.settings)
         self._producer = kafka.producer(self.settings)
@@ -375,6 +378,9 @@ class SinkService:
     async def stop(self) -> None:
         self._stopping.set()
         self._ready = False
+        if self._sql is not None:
+            sql, self._sql = self._sql, None
+            await sql.stop()  # bounded by sqlhttp.STOP_TIMEOUT_S; before the store closes
         if self._run_finished is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._run_finished.wait(), timeout=STOP_TIMEOUT_S + 5)

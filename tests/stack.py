@@ -51,6 +51,7 @@ def isolated_env(kafka_bootstrap: str, clickhouse_url: str, **overrides: str) ->
         "WHEREBY_WEBHOOK_SECRET": "k3v9q2m7x1p8r4t6w0z5y2a9b3c7d1e4",
         "INSTANCE_ID": f"test-{tag}",
         "INGEST_HOST": "127.0.0.1",
+        "SQL_PORT": "0",  # the SQL interface's default port would collide between stacks; tests opt in
     }
     env.update(overrides)
     return env
