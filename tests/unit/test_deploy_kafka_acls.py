@@ -25,7 +25,8 @@ RAW, ENRICHED, DIMENSIONS, DEADLETTER = (
     contract.TOPIC_DIMENSIONS,
     contract.TOPIC_DEADLETTER,
 )
-CONTRACT_TOPICS = {RAW, ENRICHED, DIMENSIONS, DEADLETTER}
+RECONCILIATION = contract.TOPIC_RECONCILIATION
+CONTRACT_TOPICS = {RAW, ENRICHED, DIMENSIONS, DEADLETTER, RECONCILIATION}
 
 
 class Grant(NamedTuple):
@@ -74,9 +75,12 @@ EXPECTED = {
     "whereby-sink": {
         ("Read", "topic", ENRICHED),
         ("Read", "topic", DIMENSIONS),
+        ("Read", "topic", RAW),  # the raw archive
+        ("Read", "topic", RECONCILIATION),
         ("Write", "topic", DEADLETTER),
         ("Read", "group", DEFAULTS.sink_group),
     },
+    "whereby-reconcile": {("Read", "topic", DIMENSIONS), ("Write", "topic", RAW), ("Write", "topic", RECONCILIATION)},
     "whereby-keda": set(),
 }
 
@@ -104,7 +108,7 @@ def test_the_admin_principal_is_separate_and_limited_to_the_pipeline() -> None:
 
 
 def test_each_stage_pod_logs_in_as_its_own_principal(tmp_path: Path) -> None:
-    stages = {"ingest", "enrich", "sink"}
+    stages = {"ingest", "enrich", "sink", "reconcile"}
     seen = set()
     for rendered in kubernetes_containers(K8S, README):
         stage = rendered.command[0] if rendered.command else ""

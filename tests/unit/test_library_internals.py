@@ -97,7 +97,7 @@ async def test_partition_counts_come_from_the_producers_cluster_metadata() -> No
 
 def test_consumer_records_have_what_the_sink_reads_in_place() -> None:
     needed = {name for name, _ in inspect.getmembers(RecordLike, lambda m: isinstance(m, property))}
-    assert needed == {"topic", "partition", "offset", "key", "value"}
+    assert needed == {"topic", "partition", "offset", "key", "value", "timestamp", "headers"}  # the last two: archive
     assert needed <= set(inspect.signature(ConsumerRecord).parameters)
 
 

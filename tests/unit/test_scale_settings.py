@@ -50,7 +50,7 @@ def test_min_insync_above_the_replication_factor_is_refused() -> None:
 def test_min_insync_reaches_every_contract_topic() -> None:
     s = Settings.from_env({"KAFKA_REPLICATION_FACTOR": "3", "KAFKA_MIN_INSYNC_REPLICAS": "2"})
     specs = kafka.topic_specs(s)
-    assert len(specs) == 4
+    assert len(specs) == 5  # raw, enriched, dimensions, dead letters, reconciliation
     for spec in specs:
         assert spec.replication_factor == 3
         assert spec.topic_configs["min.insync.replicas"] == "2", spec.name
