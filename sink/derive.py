@@ -125,13 +125,14 @@ _SINCE = (
 _FINAL = {"do_not_merge_across_partitions_select_final": 1}
 
 
-def at(ms: int) -> datetime:
-    """Epoch milliseconds as the UTC datetime clickhouse-connect inserts into a DateTime64(3)."""
-    return _EPOCH + timedelta(milliseconds=ms)
+def at(ms: int) -> int:
+    """A DateTime64(3) value as clickhouse-connect inserts it: the raw ticks, i.e. epoch milliseconds.
+    (Handing it ints rather than datetimes halves the cost of writing a derived row.)"""
+    return ms
 
 
-def _maybe_at(ms: int | None) -> datetime | None:
-    return None if ms is None else at(ms)
+def _maybe_at(ms: int | None) -> int | None:
+    return ms
 
 
 def _hash(values: Sequence[Any]) -> int:
@@ -228,7 +229,7 @@ class Outcome:
 
 
 def _month(ms: int) -> tuple[int, int]:
-    moment = at(ms)
+    moment = _EPOCH + timedelta(milliseconds=ms)
     return moment.year, moment.month
 
 

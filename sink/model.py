@@ -48,7 +48,12 @@ MS_PER_MINUTE = 60_000
 ENDED_GRACE_MS = 60 * 60 * 1000
 
 
-@dataclass(frozen=True, slots=True)
+# The records below are plain slotted dataclasses, not frozen ones: a derivation builds one Event per stored
+# event and one Connection per connection, and frozen construction (object.__setattr__ per field) was a
+# tenth of a rebuild's time. Treat them as immutable all the same.
+
+
+@dataclass(slots=True)
 class Dims:
     """What enrichment attached to an event: who it belongs to and how it is labelled."""
 
@@ -63,7 +68,7 @@ class Dims:
     metadata: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
     """One stored event of a room (one row per event id: the newest enrichment)."""
 
@@ -88,7 +93,7 @@ class Event:
         return (self.version, self.at, self.event_id)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Connection:
     """One stay of one participant in the room (a row of `connection_rows`)."""
 
@@ -109,7 +114,7 @@ class Connection:
     dims: Dims
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Usage:
     """Totals over a set of connections, the way every usage result reports them."""
 
@@ -158,7 +163,7 @@ def usage_of(connections: Iterable[Connection]) -> Usage:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Session:
     """One room session (a row of `session_rows`). Anonymous sessions (a `session.started` without an
     id that matches no known session) are keyed by that event's id and have no `room_session_id`."""
@@ -493,10 +498,7 @@ def _connection(
     episode = episodes[episode_of[anchor_event.event_id]]
 
     # §2: the session named on any of its events (the join's first), else by time.
-    named = next(
-        (e.room_session_id for e in sorted(events, key=lambda e: (e.event_type != JOINED, e.key)) if e.room_session_id),
-        None,
-    )
+    named = next((e.room_session_id for e in events if e.room_session_id), None)
     session: _SessionAcc | None
     if named is not None:
         session, via = sessions.by_key[named], "event"
