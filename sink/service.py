@@ -352,7 +352,10 @@ class SinkService:
             dims = sum(1 for r in batch.dimensions if (r.topic, r.partition, r.offset) not in rejected)
             archived = sum(1 for r in batch.archive if (r.topic, r.partition, r.offset) not in rejected)
             recons = sum(1 for r in batch.reconciliations if (r.topic, r.partition, r.offset) not in rejected)
-        metrics.ROWS.labels("dimension", "inserted").inc(dims)
+        metrics.ROWS.labels("dimension", "inserted").inc(dims - outcome.applied)
+        if outcome.applied:
+            metrics.ROWS.labels("dimension", "applied").inc(outcome.applied)
+            dims -= outcome.applied  # not among the inserted rows
         metrics.ROWS.labels("archive", "inserted").inc(archived)
         if recons:
             metrics.ROWS.labels("reconciliation", "inserted").inc(recons)

@@ -72,6 +72,8 @@ class Outcome:
     inserted: int = 0
     inserts: int = 0
     rejected: list[DeadLetter] = field(default_factory=list)
+    # Valid dimension records applied rather than inserted (erasures and their withdrawals).
+    applied: int = 0
 
 
 def write_split(table: str, records: Sequence[RecordLike], insert: InsertFn) -> Outcome:
@@ -221,6 +223,7 @@ class ClickHouseWriter:
                 total.rejected.append(DeadLetter(record, "internal_error", f"{type(exc).__name__}: {exc}"))
                 continue
             if found is None:
+                total.applied += 1
                 change = erasure_change(record.key, record.value)
                 if isinstance(change, Erasure):
                     erasures[change.subject] = change
