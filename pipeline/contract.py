@@ -85,6 +85,10 @@ class EnrichedEvent(TypedDict):
     while an instance that is behind on dimensions, or a host with a skewed clock, cannot.
 
     Fields marked NotRequired may be absent (older producers); consumers must not depend on them.
+
+    Personal data: for a person erased by `forget`, `external_id` is their pseudonym (`forgotten-…`),
+    `display_name`, `user_id` and `user_name` are null and `user_resolution` is `erased`; with
+    STORE_DISPLAY_NAMES=false every `display_name` is null.
     """
 
     event_id: str
