@@ -12,6 +12,7 @@ unit-tested with a fake; :class:`ClickHouseWriter` supplies the real inserts.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -257,7 +258,7 @@ class ClickHouseWriter:
             try:
                 seconds = self.forgetter.apply(applied)
             except Exception as exc:
-                failure = classify(exc)
+                failure = dataclasses.replace(classify(exc), detail=f"erasure not applied: {classify(exc).detail}")
                 # Never dead-lettered: an erasure that was not applied must stop the stage (or be retried),
                 # not be committed past.
                 if failure.kind == "retriable":

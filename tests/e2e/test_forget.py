@@ -124,6 +124,13 @@ async def test_forget_erases_a_person_everywhere_and_every_count_stays(erasable:
                         out[f"{path}?{sorted(params.items())}"] = await response.json()
                 return out
 
+            # The raw archive keeps her original webhooks until RAW_ARCHIVE_RETENTION_DAYS: set at sink start.
+            engine = query(
+                "SELECT engine_full AS e FROM system.tables WHERE database = {{db:String}} AND name = 'raw_archive'",
+                db=db,
+            )[0]["e"]
+            assert "TTL toDateTime(received_at) + toIntervalDay(395)" in engine
+
             await produce_raw(settings, [body(doc) for doc in earlier])
             await wait_for(stored(len(earlier)))
             await derived(client, db)

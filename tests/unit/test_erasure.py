@@ -7,6 +7,7 @@ import hashlib
 
 import orjson
 import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 from enrich.dimensions import DimensionTable
 from enrich.dimfiles import check_against, parse_users
@@ -16,10 +17,11 @@ from pipeline import contract, erasure
 from pipeline.dimensions import DimensionError, Erasure, Tombstone, decode
 from pipeline.settings import ConfigError, Settings
 from sink import forget, retention
-from sink.batch import Record
+from sink.batch import Batch, Record
 from sink.erasures import apply_record
 from sink.rows import dimension_row, erasure_change
 from sink.scrub import scrub
+from sink.writer import ClickHouseWriter, FatalInsertError, RetryLater
 from tests.support import body, event
 
 KEY = "k3v9q2m7x1p8r4t6w0z5y2a9b3c7d1e4"
@@ -298,3 +300,35 @@ def test_the_records_erasing_an_unregistered_person_hold_no_trace_of_the_id() ->
 
     assert users == 0
     assert b"ext-new" not in b"".join(key.encode() + (value or b"") for key, value in records)
+
+
+class FailingClickHouse:
+    """A client whose every statement fails with `error` (inserts of empty parts never reach it)."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+    def command(self, *_: object, **__: object) -> None:
+        raise DatabaseError(self.error)
+
+
+@pytest.mark.parametrize(
+    ("error", "raised"),
+    [
+        pytest.param("Code: 242. DB::Exception: Table is in readonly mode", RetryLater, id="retriable"),
+        pytest.param("Code: 47. DB::Exception: Unknown identifier", FatalInsertError, id="fatal"),
+        pytest.param("Code: 27. DB::Exception: Cannot parse input", FatalInsertError, id="never-dead-lettered"),
+    ],
+)
+def test_an_erasure_that_fails_is_retried_or_stops_the_stage_and_is_never_committed_past(
+    error: str, raised: type[Exception]
+) -> None:
+    key, value = erase_record()
+    record = Record("dimensions", 0, 5, key, value)
+    batch = Batch(started=0.0, dimensions=[record])
+    batch.track(record)
+    writer = ClickHouseWriter(FailingClickHouse(error), "whereby")  # type: ignore[arg-type]
+
+    with pytest.raises(raised, match="erasure not applied"):
+        writer.write(batch)
+    assert not writer.erasures  # learnt only once applied: the retried batch applies it again
