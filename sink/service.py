@@ -123,12 +123,7 @@ class SinkService:
         # ClickHouse's HTTP interface for BI tools, when the store is embedded (after the schema exists).
         self._sql = await sqlhttp.start_for(self.settings)
         self._writer = ClickHouseWriter(
-            self.client,
-            self.db,
-            cluster=bool(cluster),
-            erasures=self.erasures,
-            lock=self.deriver.lock,
-            cluster_name=cluster,
+            self.client, self.db, cluster=cluster, erasures=self.erasures, lock=self.deriver.lock
         )
         await kafka.prepare(self.settings)
         # Every erasure on the topic, before the first batch: each one is scrubbed from what it inserts.

@@ -110,9 +110,9 @@ class ClickHouseWriter:
     """The real inserts: enriched JSON into `events_input`, dimension rows into their tables; and the
     erasures of the batch applied to the stored rows.
 
-    `erasures` is the set of erased people the events of every batch are scrubbed against (the sink
-    shares it with its :class:`sink.erasures.ErasureFollower`); `lock` is the deriver's, held while rows
-    are rewritten; `cluster_name` is CLICKHOUSE_CLUSTER.
+    `cluster` is CLICKHOUSE_CLUSTER (empty: one node); `erasures` is the set of erased people the events
+    of every batch are scrubbed against (the sink shares it with its :class:`sink.erasures.ErasureFollower`);
+    `lock` is the deriver's, held while rows are rewritten.
     """
 
     def __init__(
@@ -120,15 +120,14 @@ class ClickHouseWriter:
         client: Client,
         database: str,
         *,
-        cluster: bool = False,
+        cluster: str = "",
         erasures: ErasureSet | None = None,
         lock: threading.Lock | None = None,
-        cluster_name: str = "",
     ) -> None:
         self.client = client
         self.db = database
         self.erasures = erasures if erasures is not None else ErasureSet()
-        self.forgetter = Forgetter(client, database, cluster=cluster_name, lock=lock)
+        self.forgetter = Forgetter(client, database, cluster=cluster, lock=lock)
         self.settings: dict[str, Any] = {
             # Apply the token to the tables the materialized views write, too: a re-sent batch then
             # changes neither `events` nor the aggregates (which are idempotent anyway).
