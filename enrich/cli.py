@@ -1,5 +1,5 @@
-"""Enrich's subcommands: `enrich` (run the stage), `dims load|list|delete` (manage customers and users)
-and `replay` (re-enrich the raw topic with today's dimensions).
+"""Enrich's subcommands: `enrich` (run the stage), `dims load|list|delete` (manage customers and users),
+`forget` (erase a person) and `replay` (re-enrich the raw topic with today's dimensions).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from aiokafka.errors import KafkaError
 from enrich.dimensions import Customer, DimensionTable, User
 from enrich.dimfiles import CustomerFile, Problem, UserFile, check_against, parse_customers, parse_users
 from enrich.dimtopic import publish, read_dimensions
+from enrich.forget import forget
 from enrich.replay import replay
 from enrich.service import EnrichService
 from pipeline import contract, kafka
@@ -103,8 +104,9 @@ async def load_files(
 
 
 def _print_table(table: DimensionTable, *, users: bool, out: TextIO) -> None:
+    erased = f", {len(table.erasures)} erased people" if table.erasures else ""
     print(
-        f"{len(table.customers)} customers, {len(table.prefixes)} prefixes, {len(table.users)} users "
+        f"{len(table.customers)} customers, {len(table.prefixes)} prefixes, {len(table.users)} users{erased} "
         f"(dimension version {table.version})",
         file=out,
     )
@@ -262,6 +264,19 @@ def register(sub: Any) -> None:
     delete.add_argument("--customer", action="append", default=[], metavar="ID", help="customer_id (repeatable)")
     delete.add_argument("--user", action="append", default=[], metavar="EXTERNAL_ID", help="external_id (repeatable)")
     delete.set_defaults(handler=lambda a: _one_shot(delete_dimensions(load_settings(), a.customer, a.user)))
+
+    erase = sub.add_parser(
+        "forget",
+        help="erase a person: their externalId becomes a pseudonym and their display names go, everywhere downstream",
+        description="Records the erasure on the dimensions topic (key: the SHA-256 of the externalId; value: a "
+        "pseudonym keyed with ERASURE_KEY) and deletes their registered user record. Enrich applies it to new "
+        "events and replays; the sink rewrites every stored row of theirs. Minutes and counts stay. The raw "
+        "topic and the raw archive keep the original webhooks until they age out (README, 'Personal data').",
+    )
+    erase.add_argument(
+        "--external-id", dest="external_ids", action="append", default=[], metavar="ID", help="repeatable"
+    )
+    erase.set_defaults(handler=lambda a: _one_shot(forget(load_settings(), a.external_ids)))
 
     rep = sub.add_parser(
         "replay",

@@ -4,6 +4,10 @@ The records and their validation are the shared ones of :mod:`pipeline.dimension
 the same records with the same checks); they are re-exported here for enrich's callers. What only the
 table can judge is checked here: a room-name prefix that another customer already owns.
 
+Erasures (`erase:` records, written by `forget`) are kept in `erasures`: the enricher replaces an erased
+person's externalId by its pseudonym and drops their display name and registered user. A user record
+for an erased person is not kept either (it could only bring their name back).
+
 `version` is one past the offset of the last record applied, so every enriched event can say exactly
 which state of the dimensions it was resolved against.
 
@@ -21,6 +25,7 @@ from pipeline.dimensions import (
     PREFIX_RE,
     Customer,
     DimensionError,
+    Erasure,
     Tombstone,
     User,
     customer_from_doc,
@@ -29,6 +34,7 @@ from pipeline.dimensions import (
     validate_external_id,
     validate_prefix,
 )
+from pipeline.erasure import ErasureSet
 
 __all__ = [
     "EXTERNAL_ID_RE",
@@ -39,6 +45,7 @@ __all__ = [
     "Customer",
     "DimensionError",
     "DimensionTable",
+    "Erasure",
     "User",
     "customer_from_doc",
     "user_from_doc",
@@ -55,6 +62,7 @@ class DimensionTable:
     def __init__(self) -> None:
         self.customers: dict[str, Customer] = {}
         self.users: dict[str, User] = {}
+        self.erasures = ErasureSet()
         self.prefixes = PrefixIndex()
         self.version = 0
         # Room name -> resolution. A meeting sends many events for one room, so most lookups hit; any
@@ -71,12 +79,19 @@ class DimensionTable:
         if isinstance(record, Customer):
             self.put_customer(record)
         elif isinstance(record, User):
-            self.users[record.external_id] = record
+            if self.erasures.pseudonym_for(record.external_id) is None:
+                self.users[record.external_id] = record
+            else:
+                self.users.pop(record.external_id, None)
+        elif isinstance(record, Erasure):
+            self.erasures.add(record.subject, record.pseudonym)
         elif isinstance(record, Tombstone):
             if record.kind == contract.DIM_CUSTOMER_PREFIX:
                 self.remove_customer(record.ident)
             elif record.kind == contract.DIM_USER_PREFIX:
                 self.users.pop(record.ident, None)
+            elif record.kind == contract.DIM_ERASE_PREFIX:
+                self.erasures.remove(record.ident)
         # Any other kind of record is valid but of no use to enrichment: the version moved, nothing else.
 
     def conflicts(self, customer: Customer) -> list[tuple[str, str]]:

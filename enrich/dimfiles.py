@@ -303,7 +303,8 @@ def check_against(table: DimensionTable, customers: CustomerFile | None, users: 
 
     A customer in the file replaces the customer of the same id on the topic (its prefixes included),
     so a prefix may move between two customers that are both in the file. A prefix still owned by a
-    customer not in the file is a conflict. A user must name a customer in the file or on the topic.
+    customer not in the file is a conflict. A user must name a customer in the file or on the topic, and
+    must not be a person erased by `forget` (their record would bring their name back).
     """
     problems: list[Problem] = []
     redefined = set(customers.customers) if customers else set()
@@ -320,6 +321,12 @@ def check_against(table: DimensionTable, customers: CustomerFile | None, users: 
                     )
     if users:
         for user in users.users.values():
+            if table.erasures.pseudonym_for(user.external_id) is not None:
+                # Never quoted: the id is personal data, and the line number says which one.
+                problems.append(
+                    Problem(users.source, users.user_lines[user.external_id], "this person was erased (`forget`)")
+                )
+                continue
             if user.customer_id and user.customer_id not in redefined and user.customer_id not in table.customers:
                 problems.append(
                     Problem(

@@ -108,6 +108,7 @@ class DimensionFollower:
         DIM_SIZE.labels("customer").set(len(self.table.customers))
         DIM_SIZE.labels("user").set(len(self.table.users))
         DIM_SIZE.labels("prefix").set(len(self.table.prefixes))
+        DIM_SIZE.labels("erasure").set(len(self.table.erasures))
         DIM_VERSION.set(self.table.version)
 
     async def stop(self) -> None:

@@ -18,8 +18,9 @@ ROLE_CLASSES = ("human", "recorder", "streamer", "captioner", "assistant")
 # has a room name but no registered prefix matches it) or `absent` (the event carries no room name).
 CUSTOMER_RESOLUTIONS = ("prefix", "unresolved", "absent")
 # How a user was resolved: `external_id` (a registered user matched), `unresolved` (valid externalId, no
-# registered user), `absent` (no externalId) or `invalid` (externalId breaks Whereby's format rules).
-USER_RESOLUTIONS = ("external_id", "unresolved", "absent", "invalid")
+# registered user), `absent` (no externalId), `invalid` (externalId breaks Whereby's format rules) or
+# `erased` (the person was erased by `forget`: the event carries their pseudonym and no display name).
+USER_RESOLUTIONS = ("external_id", "unresolved", "absent", "invalid", "erased")
 
 # An invalid externalId is client-controlled text: keep enough to debug, never an unbounded string.
 _MAX_INVALID_EXTERNAL_ID = 64
@@ -72,10 +73,13 @@ def _envelope(body: bytes) -> envelope.Envelope:
     return env
 
 
-def enrich(body: bytes, headers: dict[str, str], dims: DimensionTable, *, now_ms: int) -> EnrichedEvent:
+def enrich(
+    body: bytes, headers: dict[str, str], dims: DimensionTable, *, now_ms: int, display_names: bool = True
+) -> EnrichedEvent:
     """Enrich one raw event body; raise BadEvent if it is not a usable Whereby event.
 
     Its `enrichment_version` comes from the dimensions applied (:func:`pipeline.contract.enrichment_version`).
+    `display_names=False` (STORE_DISPLAY_NAMES=false) writes every display name as null.
     """
     return _enrich(
         body,
@@ -83,6 +87,7 @@ def enrich(body: bytes, headers: dict[str, str], dims: DimensionTable, *, now_ms
         headers.get(contract.HEADER_EVENT_SOURCE),
         dims,
         now_ms,
+        display_names,
     )
 
 
@@ -92,13 +97,14 @@ def enrich_record(
     source: bytes | str | None,
     dims: DimensionTable,
     now_ms: int,
+    display_names: bool = True,
 ) -> tuple[bytes, str, str, str]:
     """The stage's hot path: (enriched JSON, customer resolution, user resolution, room name) of one raw
     record, given the raw `received-at-ms` and `event-source` header values as they came off the wire.
 
     Same rules and output as `enrich`, without decoding every header or handing a dict back.
     """
-    event = _enrich(body, received_at_ms, source, dims, now_ms)
+    event = _enrich(body, received_at_ms, source, dims, now_ms, display_names)
     return _dumps(event), event["customer_resolution"], event["user_resolution"], event["room_name"]
 
 
@@ -115,7 +121,12 @@ _dumps = orjson.dumps
 
 
 def _enrich(
-    body: bytes, received: bytes | str | None, source: bytes | str | None, dims: DimensionTable, now_ms: int
+    body: bytes,
+    received: bytes | str | None,
+    source: bytes | str | None,
+    dims: DimensionTable,
+    now_ms: int,
+    display_names: bool,
 ) -> EnrichedEvent:
     env = _envelope(body)
     doc, data, event_id, event_type, created_at_ms = env.doc, env.data, env.event_id, env.event_type, env.created_at_ms
@@ -131,9 +142,14 @@ def _enrich(
         customer_resolution = "unresolved" if room_name else "absent"
 
     external_id = _text(get("externalId"))
+    display_name = _text(get("displayName")) if display_names else None
     user = None
+    pseudonym = dims.erasures.pseudonym_for(external_id) if external_id is not None and dims.erasures else None
     if external_id is None:
         user_resolution = "absent"
+    elif pseudonym is not None:
+        # Erased by `forget`: the pseudonym still counts as one user; nothing that names them is kept.
+        external_id, display_name, user_resolution = pseudonym, None, "erased"
     else:
         # Registered ids were validated when loaded, so a hit needs no format check.
         user = dims.users.get(external_id)
@@ -162,7 +178,7 @@ def _enrich(
         "subdomain": subdomain.lower() if subdomain else None,
         "room_session_id": _text(get("roomSessionId")),
         "participant_id": _text(get("participantId")),
-        "display_name": _text(get("displayName")),
+        "display_name": display_name,
         "role_name": role_name,
         "role_class": None if role_name is None else BOT_ROLES.get(role_name, "human"),
         "external_id": external_id,

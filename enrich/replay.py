@@ -190,7 +190,7 @@ async def _replay_archive(
                 contract.HEADER_RECEIVED_AT_MS: str(row.received_at_ms),
                 contract.HEADER_EVENT_SOURCE: row.source,
             }
-            event = _enrich_one(summary, row.body, headers, table, now)
+            event = _enrich_one(summary, row.body, headers, table, now, settings.store_display_names)
             if event is not None:
                 key = row.room_name.encode() if row.room_name else event["room_name"].encode()
                 deliveries.append(await producer.send(settings.topic_enriched, orjson.dumps(event), key=key))
@@ -203,13 +203,18 @@ async def _replay_archive(
 
 
 def _enrich_one(
-    summary: ReplaySummary, body: bytes, headers: dict[str, str], table: DimensionTable, now: int
+    summary: ReplaySummary,
+    body: bytes,
+    headers: dict[str, str],
+    table: DimensionTable,
+    now: int,
+    display_names: bool = True,
 ) -> EnrichedEvent | None:
     """Enrich one replayed body, counting the outcome; a bad one is counted and skipped (its bad row was
-    written when the live stage first saw it)."""
+    written when the live stage first saw it). Erasures and STORE_DISPLAY_NAMES apply as in the live stage."""
     summary.read += 1
     try:
-        event = enrich(body, headers, table, now_ms=now)
+        event = enrich(body, headers, table, now_ms=now, display_names=display_names)
     except BadEvent as exc:
         summary.bad[exc.reason] += 1
         return None
@@ -258,7 +263,8 @@ async def _replay_topic(
             for record in records:
                 if record.offset >= end[tp]:
                     break  # written after the replay started (or after --to): the live stage enriches it
-                event = _enrich_one(summary, record.value or b"", contract.headers_dict(record.headers), table, now)
+                headers = contract.headers_dict(record.headers)
+                event = _enrich_one(summary, record.value or b"", headers, table, now, settings.store_display_names)
                 if event is None:
                     continue
                 key = record.key if record.key is not None else event["room_name"].encode()

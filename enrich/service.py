@@ -241,6 +241,7 @@ class EnrichService:
         enriched_topic = self.settings.topic_enriched
         now = contract.now_ms()
         copartitioned = await self._copartitioned_count()
+        display_names = self.settings.store_display_names
         builders: dict[int, Any] = {}  # output partition -> open aiokafka BatchBuilder
         new_batch = producer.create_batch
         count = 0
@@ -249,7 +250,7 @@ class EnrichService:
             for record in records:
                 try:
                     value, customer, user, room = enrich_record(
-                        record.value or b"", *_received_at_and_source(record.headers), table, now
+                        record.value or b"", *_received_at_and_source(record.headers), table, now, display_names
                     )
                 except BadEvent as exc:
                     deliveries.append(await self._dead_letter(tp, record, exc))

@@ -5,7 +5,7 @@ enriched event. Changing anything here is a change for every stage, so it lives 
 |---|---|---|---|
 | whereby.webhooks.raw | roomName | body bytes as received (signed) | headers `contract-version`, `producer` |
 | whereby.events.enriched | roomName | JSON enriched event (`EnrichedEvent`) | fields `contract_version`, `producer` |
-| whereby.dimensions | customer:<id> / user:<externalId> | JSON record, or a tombstone | (self-describing) |
+| whereby.dimensions | customer:<id>, user:<externalId>, erase:<sha256> | JSON record or tombstone | (self-describing) |
 | whereby.deadletter | source key | JSON bad row (see `bad_row`) | fields `schema_version`, `producer` |
 | whereby.reconciliation | roomSessionId | JSON reconciliation result (`ReconciliationRecord`) | field `schema` |
 
@@ -69,9 +69,11 @@ RAW_VERSION_HEADERS: tuple[tuple[str, bytes], ...] = (
 RECONCILIATION_SCHEMA = 1
 RECONCILIATION_STATUSES = ("match", "mismatch", "missing")
 
-# Dimension record keys: `customer:<customer_id>` and `user:<external_id>`.
+# Dimension record keys: `customer:<customer_id>`, `user:<external_id>` and `erase:<subject>` (one erased
+# person: the SHA-256 of their externalId, never the id itself; see pipeline/erasure.py).
 DIM_CUSTOMER_PREFIX = "customer:"
 DIM_USER_PREFIX = "user:"
+DIM_ERASE_PREFIX = "erase:"
 
 
 class EnrichedEvent(TypedDict):
@@ -83,6 +85,10 @@ class EnrichedEvent(TypedDict):
     while an instance that is behind on dimensions, or a host with a skewed clock, cannot.
 
     Fields marked NotRequired may be absent (older producers); consumers must not depend on them.
+
+    Personal data: for a person erased by `forget`, `external_id` is their pseudonym (`forgotten-…`),
+    `display_name`, `user_id` and `user_name` are null and `user_resolution` is `erased`; with
+    STORE_DISPLAY_NAMES=false every `display_name` is null.
     """
 
     event_id: str

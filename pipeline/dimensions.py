@@ -12,13 +12,14 @@ Keys and values (a null value, i.e. a tombstone, deletes):
 |---|---|---|
 | `customer:<id>` | `{customer_id, name, room_name_prefixes[], attributes{}}` | :class:`Customer` |
 | `user:<externalId>` | `{external_id, user_id, customer_id, name, email, attributes{}}` | :class:`User` |
-| either, null value | — | :class:`Tombstone` |
+| `erase:<sha256 of externalId>` | `{pseudonym, erased_at_ms}` | :class:`Erasure` (see :mod:`pipeline.erasure`) |
+| any of them, null value | — | :class:`Tombstone` (for `erase:`, the erasure is withdrawn for later events) |
 
 The id field inside a value may be left out (the key names it); when given it must match the key.
 
-A new kind of record (e.g. `erase:<externalId>`, `config:<name>`) is one decoder registered in
-:data:`DECODERS` under its key prefix, plus whatever each stage does with the new record type (a stage
-ignores record types it has no use for).
+A new kind of record (e.g. `config:<name>`) is one decoder registered in :data:`DECODERS` under its key
+prefix, plus whatever each stage does with the new record type (a stage ignores record types it has no
+use for).
 
 Memory: enrich keeps every record in every process, so records are slotted frozen dataclasses, a user's
 customer id is interned (one string per customer, not one per user) and records without attributes
@@ -37,7 +38,7 @@ from typing import Any
 
 import orjson
 
-from pipeline import contract
+from pipeline import contract, erasure
 
 PREFIX_RE = re.compile(r"^[a-z0-9-]{1,39}$")
 EXTERNAL_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,36}$")
@@ -123,6 +124,25 @@ class User:
 
 
 @dataclass(frozen=True, slots=True)
+class Erasure:
+    """One person erased by `forget`: events and rows whose externalId hashes to `subject` carry
+    `pseudonym` instead, and no display name. `erased_at_ms` is when `forget` recorded it (0 if unknown)."""
+
+    subject: str
+    pseudonym: str
+    erased_at_ms: int = 0
+
+    @property
+    def key(self) -> str:
+        """The record key on the dimensions topic: the subject digest, never the externalId."""
+        return contract.DIM_ERASE_PREFIX + self.subject
+
+    def to_doc(self) -> dict[str, Any]:
+        """The JSON record written to the dimensions topic (inverse of the `erase:` decoder)."""
+        return {"pseudonym": self.pseudonym, "erased_at_ms": self.erased_at_ms}
+
+
+@dataclass(frozen=True, slots=True)
 class Tombstone:
     """A null value: the record of `kind` (a key prefix such as `customer:`) with id `ident` is deleted."""
 
@@ -130,7 +150,7 @@ class Tombstone:
     ident: str
 
 
-DimensionRecord = Customer | User | Tombstone
+DimensionRecord = Customer | User | Erasure | Tombstone
 # A decoder gets the id (the key without its prefix) and the raw value (None for a tombstone).
 Decoder = Callable[[str, bytes | None], DimensionRecord]
 
@@ -294,10 +314,32 @@ def _user(ident: str, value: bytes | None) -> DimensionRecord:
     return user
 
 
+def _erasure(ident: str, value: bytes | None) -> DimensionRecord:
+    if not erasure.SUBJECT_RE.match(ident):
+        raise DimensionError(f"erasure key {ident[:40]!r} must be the SHA-256 of the externalId in lower-case hex")
+    if value is None:
+        return Tombstone(contract.DIM_ERASE_PREFIX, ident)
+    doc = _loads(value)
+    if not isinstance(doc, dict):
+        raise DimensionError("erasure record must be a JSON object")
+    pseudonym = doc.get("pseudonym")
+    # It is written into every table in place of the id: only the shape `forget` produces is accepted.
+    if not isinstance(pseudonym, str) or not erasure.is_pseudonym(pseudonym):
+        raise DimensionError(
+            f"`pseudonym` must be {erasure.PSEUDONYM_PREFIX!r} followed by {erasure.PSEUDONYM_HEX_DIGITS} "
+            "lower-case hex digits"
+        )
+    erased_at = doc.get("erased_at_ms", 0)
+    if isinstance(erased_at, bool) or not isinstance(erased_at, int) or not 0 <= erased_at < 2**63:
+        raise DimensionError("`erased_at_ms` must be a whole number of milliseconds")
+    return Erasure(ident, pseudonym, erased_at)
+
+
 # Key prefix (with its colon) → decoder. Register a new kind of dimension record here.
 DECODERS: dict[str, Decoder] = {
     contract.DIM_CUSTOMER_PREFIX: _customer,
     contract.DIM_USER_PREFIX: _user,
+    contract.DIM_ERASE_PREFIX: _erasure,
 }
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import contract, security
+from pipeline import contract, erasure, security
 
 
 class ConfigError(Exception):
@@ -67,6 +67,26 @@ def _dotenv(path: Path) -> dict[str, str]:
             raise ConfigError(f"{path}:{number}: expected KEY=VALUE")
         values[key.strip()] = value.strip().strip("'\"")
     return values
+
+
+# The raw archive outlives the raw topic (90 days) so that `replay` can re-attribute older history; 13
+# months keeps a year of it plus a month. An erased person's original bodies stay there until they age
+# out (README, "Personal data"), so this is also the longest an erasure takes to be complete.
+DEFAULT_RAW_ARCHIVE_RETENTION_DAYS = 395
+
+
+def _erasure_key(merged: Mapping[str, str]) -> str:
+    """ERASURE_KEY (or ERASURE_KEY_FILE): may be unset (only `forget` needs it), never a placeholder."""
+    try:
+        key = security.secret(merged, "ERASURE_KEY")
+    except security.SecurityError as exc:
+        raise ConfigError(str(exc)) from None
+    if key and (len(key) < erasure.MIN_KEY_CHARS or any(m in key.lower() for m in PLACEHOLDER_MARKERS)):
+        raise ConfigError(
+            f"ERASURE_KEY must be a random secret of at least {erasure.MIN_KEY_CHARS} characters "
+            "(e.g. `openssl rand -hex 32`), not a placeholder"
+        )
+    return key
 
 
 DEFAULT_WHEREBY_API_URL = "https://api.whereby.dev/v1"
@@ -131,6 +151,16 @@ class _Reader:
 
     def port(self, name: str, default: int) -> int:
         return self.integer(name, default, low=0, high=65535)
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self._env.get(name, "").strip().lower()
+        if not raw:
+            return default
+        if raw in ("1", "true", "yes", "on"):
+            return True
+        if raw in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name} must be true or false, got {raw[:20]!r}")
 
 
 def _whereby_api(merged: Mapping[str, str], env: _Reader) -> WherebyApi:
@@ -235,6 +265,13 @@ class Settings:
     reconcile_host: str = "127.0.0.1"
     reconcile_port: int = 8083
 
+    # Personal data (README, "Personal data"). False: enrich writes every display name as null.
+    store_display_names: bool = True
+    # The key of the pseudonyms `forget` writes (pipeline/erasure.py); only `forget` needs it.
+    erasure_key: str = field(default="", repr=False)
+    # Days the sink keeps raw webhook bodies in `raw_archive` (a TTL set at sink start); 0 keeps them forever.
+    raw_archive_retention_days: int = DEFAULT_RAW_ARCHIVE_RETENTION_DAYS
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, dotenv: Path | None = None) -> Settings:
         """Build settings from `environ` (default: the process environment) over an optional .env file."""
@@ -324,6 +361,11 @@ class Settings:
             whereby_api=_whereby_api(merged, env),
             reconcile_host=env.text("RECONCILE_HOST", "127.0.0.1"),
             reconcile_port=env.port("RECONCILE_PORT", 8083),
+            store_display_names=env.flag("STORE_DISPLAY_NAMES", True),
+            erasure_key=_erasure_key(merged),
+            raw_archive_retention_days=env.integer(
+                "RAW_ARCHIVE_RETENTION_DAYS", DEFAULT_RAW_ARCHIVE_RETENTION_DAYS, low=0, high=36_500
+            ),
         )
 
     def kafka_client_kwargs(self) -> dict[str, Any]:
@@ -336,6 +378,16 @@ class Settings:
     def clickhouse_connect_kwargs(self) -> dict[str, Any]:
         """`clickhouse_connect.get_client(**this)`: CLICKHOUSE_URL plus separate credentials and TLS trust."""
         return self.clickhouse_access.connect_kwargs(self.clickhouse_url)
+
+    def require_erasure_key(self) -> str:
+        """The pseudonym key for `forget`, or a ConfigError telling the operator what to set."""
+        if not self.erasure_key:
+            raise ConfigError(
+                "ERASURE_KEY is not set: `forget` keys the pseudonyms it writes with it (so that nobody holding "
+                "a list of externalIds can recompute them); set ERASURE_KEY or ERASURE_KEY_FILE to a random "
+                "secret (e.g. `openssl rand -hex 32`) and keep it with the other secrets"
+            )
+        return self.erasure_key
 
     def require_webhook_secrets(self) -> tuple[str, ...]:
         """The signing secrets, or a ConfigError telling the operator what to set (see `check_webhook_secrets`).

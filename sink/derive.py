@@ -29,6 +29,7 @@ import contextlib
 import functools
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -562,6 +563,9 @@ class Deriver:
         self.census_every_s = census_every_s
         self._census_at = 0.0
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="derive")
+        # Held for a whole cycle; the writer takes it while it rewrites an erased person's rows, so no
+        # cycle can write rows from events it read before that rewrite (sink/forget.py).
+        self.lock = threading.Lock()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._done = asyncio.Event()
@@ -574,6 +578,10 @@ class Deriver:
 
     def cycle(self, progress: ProgressCallback | None = None) -> Outcome:
         """Derive every room with notes after the watermark (blocking); returns what was written."""
+        with self.lock:
+            return self._cycle(progress)
+
+    def _cycle(self, progress: ProgressCallback | None) -> Outcome:
         rooms, newest, notes = self.changes.pending()
         total = Outcome()
         metrics.DERIVE_BACKLOG.set(len(rooms))

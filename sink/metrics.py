@@ -71,3 +71,18 @@ STALE_OPEN_CONNECTIONS = Gauge(
     "whereby_sink_stale_open_connections",
     "Open connections that joined more than STALE_CONNECTION_S ago: their left and session end were lost",
 )
+
+# Personal data (`whereby-pipeline forget`): counts only, never an id or a pseudonym in a label.
+ERASURES = Counter(
+    "whereby_sink_erasures_total", "People erased from the stored rows (erasure records applied; repeats count again)"
+)
+ERASURE_SECONDS = Histogram(
+    "whereby_sink_erasure_duration_seconds",
+    "Rewriting the stored rows of one batch's erased people (ClickHouse mutations on events, connection_rows, "
+    "connection_states, dim_users)",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
+)
+ERASED_ON_INSERT = Counter(
+    "whereby_sink_erased_on_insert_total",
+    "Events of an erased person that enrich had enriched before it knew of the erasure, scrubbed by the sink",
+)

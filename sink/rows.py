@@ -16,7 +16,7 @@ from typing import Any, cast
 import orjson
 
 from pipeline import contract
-from pipeline.dimensions import Customer, DimensionError, Tombstone, User, decode
+from pipeline.dimensions import Customer, DimensionError, Erasure, Tombstone, User, decode
 from sink.batch import RecordLike
 
 CUSTOMER_COLUMNS = ("customer_id", "name", "room_name_prefixes", "attributes", "deleted", "version")
@@ -68,7 +68,8 @@ def single_lines_size(values: Sequence[bytes | None]) -> int | None:
 
 def dimension_row(key: bytes | None, value: bytes | None, offset: int) -> tuple[str, list[Any]] | None:
     """(table, row) for one record of the dimensions topic; a tombstone becomes a `deleted` row; None for a
-    valid record of a kind the sink does not store. BadRow (`invalid_dimension`) when it is invalid.
+    valid record of a kind the sink does not store (an erasure is applied, not stored: `erasure_change`).
+    BadRow (`invalid_dimension`) when it is invalid.
 
     The record's offset is its version: the topic has one partition, so offsets order all updates.
     """
@@ -96,6 +97,18 @@ def dimension_row(key: bytes | None, value: bytes | None, offset: int) -> tuple[
         if record.kind == contract.DIM_USER_PREFIX:
             return USERS_TABLE, [record.ident, None, None, None, None, {}, True, offset]
     return None
+
+
+def erasure_change(key: bytes | None, value: bytes | None) -> Erasure | Tombstone | None:
+    """For a record of the dimensions topic: the erasure it records (`erase:` key), or its withdrawal (a
+    tombstone on that key), else None. Invalid records are `dimension_row`'s to reject; None here."""
+    if not key or not key.startswith(contract.DIM_ERASE_PREFIX.encode()):
+        return None
+    try:
+        record = decode(key, value)
+    except DimensionError:
+        return None
+    return record if isinstance(record, Erasure | Tombstone) else None
 
 
 ARCHIVE_TABLE = "raw_archive"

@@ -14,6 +14,10 @@ A thin adapter around the pure parts (:mod:`sink.batch`, :mod:`sink.writer`, :mo
 - The deriver (:mod:`sink.derive`) turns stored events into connection and session rows on its own
   ClickHouse handle and thread; at start it first catches up with every room left underived (all rooms,
   after an upgrade), so the read API never answers from half-derived rows. Each flush wakes it.
+- Erasures (`forget`): a flush applies the erasure records it carries to the stored rows before its
+  offsets are committed (:mod:`sink.forget`, holding the deriver's lock), and scrubs every batch's events
+  against the erasures known so far, which an :class:`ErasureFollower` reads from the dimensions topic
+  before the stage consumes anything (:mod:`sink.erasures`, :mod:`sink.scrub`).
 """
 
 from __future__ import annotations
@@ -35,10 +39,12 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from clickhouse_connect.driver.client import Client
 
 from pipeline import contract, kafka, lag, rebalance, replicas
+from pipeline.erasure import ErasureSet
 from pipeline.settings import Settings
-from sink import config, drift, metrics, readapi, sqlhttp, store
+from sink import config, drift, metrics, readapi, retention, sqlhttp, store
 from sink.batch import Batch, DeadLetter, Limits, Record, RecordLike
 from sink.derive import Deriver
+from sink.erasures import ErasureFollower
 from sink.errors import backoff_delay
 from sink.rows import BadRow, event_line, single_lines_size
 from sink.writer import ClickHouseWriter, Outcome, RetryLater
@@ -91,6 +97,8 @@ class SinkService:
         # The read API's threads: never asyncio's default executor, which the writer's inserts use.
         self._read_pool = readapi.ReadPool(settings.read_query_threads)
         self._sql: sqlhttp.SqlHttpServer | None = None
+        self.erasures = ErasureSet()
+        self._erasure_follower = ErasureFollower(settings, self.erasures)
 
     def fail(self, exc: BaseException) -> None:
         """Record a failure raised outside the run loop (in the rebalance listener); run() raises it."""
@@ -103,6 +111,9 @@ class SinkService:
         )
         cluster = self.settings.clickhouse_cluster
         await asyncio.to_thread(store.migrate, self.client, self.db, cluster)
+        await asyncio.to_thread(
+            retention.apply_archive_retention, self.client, self.db, self.settings.raw_archive_retention_days, cluster
+        )
         # Its own handle: a derivation never waits for an insert on the writer's, nor holds one up.
         self._derive_client = await asyncio.to_thread(
             store.connect, self.settings.clickhouse_url, self.settings.clickhouse_access
@@ -111,8 +122,12 @@ class SinkService:
         await asyncio.to_thread(catch_up, self.deriver)
         # ClickHouse's HTTP interface for BI tools, when the store is embedded (after the schema exists).
         self._sql = await sqlhttp.start_for(self.settings)
-        self._writer = ClickHouseWriter(self.client, self.db, cluster=bool(cluster))
+        self._writer = ClickHouseWriter(
+            self.client, self.db, cluster=cluster, erasures=self.erasures, lock=self.deriver.lock
+        )
         await kafka.prepare(self.settings)
+        # Every erasure on the topic, before the first batch: each one is scrubbed from what it inserts.
+        await self._erasure_follower.start()
         self._producer = kafka.producer(self.settings)
         await self._producer.start()
         self._consumer = kafka.consumer(
@@ -152,6 +167,7 @@ class SinkService:
         )
         deriving = asyncio.create_task(self.deriver.run(), name="sink-derive")
         drift_reporter = asyncio.create_task(drift.report_forever(lambda: self.client, self.db), name="sink-drift")
+        erasure_follower = asyncio.create_task(self._erasure_follower.follow(), name="sink-erasures")
         try:
             while not self._stopping.is_set():
                 await self.poll_once()
@@ -160,8 +176,11 @@ class SinkService:
             lag_reporter.cancel()
             drift_reporter.cancel()
             replica_reporter.cancel()
+            erasure_follower.cancel()
             await self.deriver.stop()
-            await asyncio.gather(lag_reporter, replica_reporter, deriving, drift_reporter, return_exceptions=True)
+            await asyncio.gather(
+                lag_reporter, replica_reporter, deriving, drift_reporter, erasure_follower, return_exceptions=True
+            )
             finished.set()
 
     async def poll_once(self) -> None:
@@ -328,7 +347,10 @@ class SinkService:
             dims = sum(1 for r in batch.dimensions if (r.topic, r.partition, r.offset) not in rejected)
             archived = sum(1 for r in batch.archive if (r.topic, r.partition, r.offset) not in rejected)
             recons = sum(1 for r in batch.reconciliations if (r.topic, r.partition, r.offset) not in rejected)
-        metrics.ROWS.labels("dimension", "inserted").inc(dims)
+        metrics.ROWS.labels("dimension", "inserted").inc(dims - outcome.applied)
+        if outcome.applied:
+            metrics.ROWS.labels("dimension", "applied").inc(outcome.applied)
+            dims -= outcome.applied  # not among the inserted rows
         metrics.ROWS.labels("archive", "inserted").inc(archived)
         if recons:
             metrics.ROWS.labels("reconciliation", "inserted").inc(recons)
@@ -390,6 +412,7 @@ class SinkService:
         if self._producer is not None:
             producer, self._producer = self._producer, None
             await producer.stop()
+        await self._erasure_follower.stop()
         self._read_pool.close()
         if self.deriver is not None:
             await self.deriver.stop()

@@ -1,5 +1,10 @@
 """Writing one batch to ClickHouse: one insert per table with its deduplication token, splitting a
-rejected batch to isolate the bad rows.
+rejected batch to isolate the bad rows; then the batch's erasures, applied to the stored rows.
+
+Erasures (`erase:` records of the dimensions topic) are applied after the batch's inserts and before
+`write` returns, so the offsets of the batch are committed only once the rows are rewritten (a crash
+repeats the rewrite, which changes nothing more); from then on every batch's events are scrubbed of
+the erased people before they are inserted (:mod:`sink.scrub`, :mod:`sink.forget`).
 
 `write_split` is pure logic around an injected `insert` function, so the split-and-isolate policy is
 unit-tested with a fake; :class:`ClickHouseWriter` supplies the real inserts.
@@ -7,6 +12,9 @@ unit-tested with a fake; :class:`ClickHouseWriter` supplies the real inserts.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -14,9 +22,12 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
+from pipeline.dimensions import Erasure
+from pipeline.erasure import ErasureSet
 from sink import metrics
 from sink.batch import Batch, DeadLetter, RecordLike, halves, token
 from sink.errors import Failure, classify
+from sink.forget import Forgetter
 from sink.reconciliation_rows import RECONCILIATION_COLUMNS, RECONCILIATION_TABLE, reconciliation_row
 from sink.rows import (
     ARCHIVE_COLUMNS,
@@ -28,7 +39,11 @@ from sink.rows import (
     BadRow,
     archive_row,
     dimension_row,
+    erasure_change,
 )
+from sink.scrub import scrub
+
+log = logging.getLogger(__name__)
 
 EVENTS_INPUT = "events_input"
 
@@ -58,6 +73,8 @@ class Outcome:
     inserted: int = 0
     inserts: int = 0
     rejected: list[DeadLetter] = field(default_factory=list)
+    # Valid dimension records applied rather than inserted (erasures and their withdrawals).
+    applied: int = 0
 
 
 def write_split(table: str, records: Sequence[RecordLike], insert: InsertFn) -> Outcome:
@@ -90,11 +107,27 @@ def write_split(table: str, records: Sequence[RecordLike], insert: InsertFn) -> 
 
 
 class ClickHouseWriter:
-    """The real inserts: enriched JSON into `events_input`, dimension rows into their tables."""
+    """The real inserts: enriched JSON into `events_input`, dimension rows into their tables; and the
+    erasures of the batch applied to the stored rows.
 
-    def __init__(self, client: Client, database: str, *, cluster: bool = False) -> None:
+    `cluster` is CLICKHOUSE_CLUSTER (empty: one node); `erasures` is the set of erased people the events
+    of every batch are scrubbed against (the sink shares it with its :class:`sink.erasures.ErasureFollower`);
+    `lock` is the deriver's, held while rows are rewritten.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        database: str,
+        *,
+        cluster: str = "",
+        erasures: ErasureSet | None = None,
+        lock: threading.Lock | None = None,
+    ) -> None:
         self.client = client
         self.db = database
+        self.erasures = erasures if erasures is not None else ErasureSet()
+        self.forgetter = Forgetter(client, database, cluster=cluster, lock=lock)
         self.settings: dict[str, Any] = {
             # Apply the token to the tables the materialized views write, too: a re-sent batch then
             # changes neither `events` nor the aggregates (which are idempotent anyway).
@@ -171,10 +204,13 @@ class ClickHouseWriter:
         return RECONCILIATION_TABLE, records, self._reconciliation_insert(rows)
 
     def write(self, batch: Batch) -> Outcome:
-        """Insert everything of `batch` (blocking); returns what was inserted and what was rejected."""
+        """Insert everything of `batch` and apply its erasures (blocking); returns what was inserted and what
+        was rejected."""
         total = Outcome()
         by_table: dict[str, list[RecordLike]] = {CUSTOMERS_TABLE: [], USERS_TABLE: []}
         rows: dict[str, dict[int, list[Any]]] = {CUSTOMERS_TABLE: {}, USERS_TABLE: {}}
+        # In topic order: a later record for the same subject (a withdrawal, a new pseudonym) wins.
+        erasures: dict[str, Erasure | None] = {}
         for record in batch.dimensions:
             try:
                 found = dimension_row(record.key, record.value, record.offset)
@@ -187,17 +223,51 @@ class ClickHouseWriter:
                 total.rejected.append(DeadLetter(record, "internal_error", f"{type(exc).__name__}: {exc}"))
                 continue
             if found is None:
+                total.applied += 1
+                change = erasure_change(record.key, record.value)
+                if isinstance(change, Erasure):
+                    erasures[change.subject] = change
+                elif change is not None:
+                    erasures[change.ident] = None  # withdrawn: later events keep their id; stored rows stay erased
                 continue  # a valid kind of record that has no table here
             table, row = found
             by_table[table].append(record)
             rows[table][record.offset] = row
-        parts = [(table, recs, self._dimension_insert(table, rows[table])) for table, recs in by_table.items()]
+        parts: list[tuple[str, Sequence[RecordLike], InsertFn]] = [
+            (table, recs, self._dimension_insert(table, rows[table])) for table, recs in by_table.items()
+        ]
         parts.append((ARCHIVE_TABLE, batch.archive, self._insert_archive))
         parts.append(self._reconciliation_part(batch, total))
-        parts.append((EVENTS_INPUT, batch.events, self._insert_events))
+        events, scrubbed = scrub(batch.events, self.erasures)
+        parts.append((EVENTS_INPUT, events, self._insert_events))
         for table, records, insert in parts:
             outcome = write_split(table, records, insert)
             total.inserted += outcome.inserted
             total.inserts += outcome.inserts
             total.rejected.extend(outcome.rejected)
+        if scrubbed:
+            metrics.ERASED_ON_INSERT.inc(scrubbed)
+        self._forget(erasures)
         return total
+
+    def _forget(self, erasures: dict[str, Erasure | None]) -> None:
+        """Rewrite the stored rows of each person erased in this batch, then scrub their later events."""
+        applied = [e for e in erasures.values() if e is not None]
+        if applied:
+            try:
+                seconds = self.forgetter.apply(applied)
+            except Exception as exc:
+                failure = dataclasses.replace(classify(exc), detail=f"erasure not applied: {classify(exc).detail}")
+                # Never dead-lettered: an erasure that was not applied must stop the stage (or be retried),
+                # not be committed past.
+                if failure.kind == "retriable":
+                    raise RetryLater(failure) from exc
+                raise FatalInsertError(failure) from exc
+            metrics.ERASURES.inc(len(applied))
+            metrics.ERASURE_SECONDS.observe(seconds)
+            log.info(f"erased {len(applied)} person(s) from the stored rows in {seconds:.2f}s")
+        for subject, record in erasures.items():
+            if record is None:
+                self.erasures.remove(subject)
+            else:
+                self.erasures.add(subject, record.pseudonym)

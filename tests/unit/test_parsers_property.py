@@ -202,9 +202,10 @@ def test_metadata_is_always_a_bounded_map_and_a_form(raw: str | None) -> None:
 KEYS = st.one_of(
     st.none(),
     st.binary(max_size=30),
-    st.tuples(st.sampled_from(["customer:", "user:", "team:", "customer", ""]), st.text(max_size=40)).map(
+    st.tuples(st.sampled_from(["customer:", "user:", "erase:", "team:", "customer", ""]), st.text(max_size=40)).map(
         lambda p: (p[0] + p[1]).encode("utf-8", "surrogatepass")
     ),
+    st.just(("erase:" + "ab" * 32).encode()),
 )
 RECORD_DOCS = st.fixed_dictionaries(
     {},
@@ -216,6 +217,8 @@ RECORD_DOCS = st.fixed_dictionaries(
         "email": st.sampled_from(["a@b", "nobody"]) | SCALARS,
         "room_name_prefixes": st.lists(st.sampled_from(["acme-", "Bad", "", "a" * 40]) | SCALARS, max_size=3) | JSON,
         "attributes": st.dictionaries(TEXT, JSON, max_size=5) | JSON,
+        "pseudonym": st.sampled_from(["forgotten-" + "0a" * 10, "forgotten-", "Forgotten-x"]) | SCALARS,
+        "erased_at_ms": SCALARS,
     },
 )
 VALUES = st.one_of(
@@ -235,6 +238,6 @@ def test_a_dimension_record_decodes_or_raises_dimension_error(key: bytes | None,
     except dimensions.DimensionError as exc:
         assert exc.reason == "invalid_dimension"
         return
-    assert isinstance(record, dimensions.Customer | dimensions.User | dimensions.Tombstone)
+    assert isinstance(record, dimensions.Customer | dimensions.User | dimensions.Erasure | dimensions.Tombstone)
     if not isinstance(record, dimensions.Tombstone):
         orjson.dumps(record.to_doc())  # what was accepted can be written back
