@@ -5,7 +5,10 @@ the same records with the same checks); they are re-exported here for enrich's c
 table can judge is checked here: a room-name prefix that another customer already owns.
 
 `version` is one past the offset of the last record applied, so every enriched event can say exactly
-which state of the dimensions it was resolved against.
+which state of the dimensions it was resolved against. The table also holds the settings recorded on
+the topic that change enrichment (`config:user_id_source`): read from the topic, never from this
+process's environment, so every enrich process and every replay applies the same setting at the same
+version.
 
 Memory: 10,000 customers and 100,000 users take about 34 MiB (see `pipeline.dimensions` for how).
 """
@@ -13,14 +16,16 @@ Memory: 10,000 customers and 100,000 users take about 34 MiB (see `pipeline.dime
 from __future__ import annotations
 
 from enrich.prefixes import PrefixIndex
-from pipeline import contract
+from pipeline import contract, usersource
 from pipeline.dimensions import (
     EXTERNAL_ID_RE,
     MAX_ID_CHARS,
     NO_ATTRIBUTES,
     PREFIX_RE,
+    SETTING_USER_ID_SOURCE,
     Customer,
     DimensionError,
+    Setting,
     Tombstone,
     User,
     customer_from_doc,
@@ -39,6 +44,7 @@ __all__ = [
     "Customer",
     "DimensionError",
     "DimensionTable",
+    "Setting",
     "User",
     "customer_from_doc",
     "user_from_doc",
@@ -57,6 +63,8 @@ class DimensionTable:
         self.users: dict[str, User] = {}
         self.prefixes = PrefixIndex()
         self.version = 0
+        # Where user ids come from (USER_ID_SOURCE as recorded on the topic; the default until one is).
+        self.user_id_source: tuple[usersource.Source, ...] = usersource.DEFAULT
         # Room name -> resolution. A meeting sends many events for one room, so most lookups hit; any
         # customer change clears it (prefixes moved), which is rare next to events.
         self._rooms: dict[str, tuple[str, Customer] | None] = {}
@@ -72,12 +80,23 @@ class DimensionTable:
             self.put_customer(record)
         elif isinstance(record, User):
             self.users[record.external_id] = record
+        elif isinstance(record, Setting):
+            if record.name == SETTING_USER_ID_SOURCE:
+                # Canonical and validated by the decoder: parsing it again cannot fail.
+                self.user_id_source = usersource.parse(record.value)
         elif isinstance(record, Tombstone):
             if record.kind == contract.DIM_CUSTOMER_PREFIX:
                 self.remove_customer(record.ident)
             elif record.kind == contract.DIM_USER_PREFIX:
                 self.users.pop(record.ident, None)
+            elif record.kind == contract.DIM_CONFIG_PREFIX and record.ident == SETTING_USER_ID_SOURCE:
+                self.user_id_source = usersource.DEFAULT
         # Any other kind of record is valid but of no use to enrichment: the version moved, nothing else.
+
+    @property
+    def user_id_source_text(self) -> str:
+        """USER_ID_SOURCE in effect, as text (`externalId,metadata:userId`)."""
+        return usersource.text_of(self.user_id_source)
 
     def conflicts(self, customer: Customer) -> list[tuple[str, str]]:
         """(prefix, other customer id) for each of `customer`'s prefixes another customer already owns."""
