@@ -235,8 +235,14 @@ def _data_handler(
             # The SQL is constant and values are bound server-side, so the message names no display name.
             log.error(f"read query failed: {exc}", extra={"endpoint": path})
             return _json({"error": "query failed; see the server log"}, 500)
+        try:
+            doc = queries.result(query, rows)
+        except Exception as exc:  # rows of an unexpected shape: our bug, but still a JSON answer
+            REQUESTS.labels(path, "error").inc()
+            log.error(f"read result not shaped: {type(exc).__name__}", extra={"endpoint": path})
+            return _json({"error": "the result could not be read; see the server log"}, 500)
         REQUESTS.labels(path, "ok").inc()
-        return _json(queries.result(query, rows))
+        return _json(doc)
 
     return handle
 
