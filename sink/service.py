@@ -334,6 +334,7 @@ class SinkService:
             dims = sum(1 for r in batch.dimensions if (r.topic, r.partition, r.offset) not in rejected)
             archived = sum(1 for r in batch.archive if (r.topic, r.partition, r.offset) not in rejected)
             recons = sum(1 for r in batch.reconciliations if (r.topic, r.partition, r.offset) not in rejected)
+        dims -= outcome.skipped  # settings on the dimensions topic have no table: taken, not inserted
         metrics.ROWS.labels("dimension", "inserted").inc(dims)
         metrics.ROWS.labels("archive", "inserted").inc(archived)
         if recons:

@@ -58,6 +58,8 @@ class Outcome:
     inserted: int = 0
     inserts: int = 0
     rejected: list[DeadLetter] = field(default_factory=list)
+    # Valid dimension records of a kind with no table here (e.g. `config:` settings): taken, not inserted.
+    skipped: int = 0
 
 
 def write_split(table: str, records: Sequence[RecordLike], insert: InsertFn) -> Outcome:
@@ -187,7 +189,8 @@ class ClickHouseWriter:
                 total.rejected.append(DeadLetter(record, "internal_error", f"{type(exc).__name__}: {exc}"))
                 continue
             if found is None:
-                continue  # a valid kind of record that has no table here
+                total.skipped += 1  # a valid kind of record that has no table here
+                continue
             table, row = found
             by_table[table].append(record)
             rows[table][record.offset] = row
