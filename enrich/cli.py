@@ -105,7 +105,7 @@ async def load_files(
 def _print_table(table: DimensionTable, *, users: bool, out: TextIO) -> None:
     print(
         f"{len(table.customers)} customers, {len(table.prefixes)} prefixes, {len(table.users)} users "
-        f"(dimension version {table.version})",
+        f"(dimension version {table.version}); user ids from {table.user_id_source_text} (USER_ID_SOURCE)",
         file=out,
     )
     rows = [("customer_id", "name", "room_name_prefixes")]
