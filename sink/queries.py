@@ -560,22 +560,29 @@ def insights_room_sessions(database: str, args: Mapping[str, str]) -> Query:
 
 
 def insights_participants(database: str, args: Mapping[str, str]) -> Query:
-    """Whereby's `GET /insights/participants` by `roomSessionId` or `externalId` (or our `userId`)."""
-    filters_allowed = {"roomSessionId", "externalId", "userId"}
+    """Whereby's `GET /insights/participants` by `roomSessionId` or `externalId` (or our `userId`, or
+    `userKey`: the user id USER_ID_SOURCE chose)."""
+    filters_allowed = {"roomSessionId", "externalId", "userId", "userKey"}
     check_names(args, filters_allowed | {"sortBy", "cursor", "limit"})
     db = _db(database)
     if not any(args.get(name) for name in filters_allowed):
-        raise BadParameter("one of roomSessionId, externalId or userId is required")
+        raise BadParameter("one of roomSessionId, externalId, userId or userKey is required")
     params: dict[str, Any] = {}
     where = []
-    for name, column in (("roomSessionId", "room_session_id"), ("externalId", "external_id"), ("userId", "user_id")):
+    for name, column in (
+        ("roomSessionId", "room_session_id"),
+        ("externalId", "external_id"),
+        ("userId", "user_id"),
+        ("userKey", "user_key"),
+    ):
         if args.get(name):
             params[name] = args[name]
             where.append(f"{column} = {{{name}:String}}")
     # Display names are personal data: returned here (as Whereby's Insights do), never logged.
     select = """
         room_session_id AS roomSessionId, room_name AS roomName, participant_id AS participantId,
-        user_id AS userId, external_id AS externalId, customer_id AS customerId, customer_name AS customerName,
+        user_id AS userId, external_id AS externalId, user_key AS userKey, user_source AS userSource,
+        customer_id AS customerId, customer_name AS customerName,
         user_name AS userName, role_name AS roleName, role_class AS roleClass, display_name AS displayName,
         joined_at AS joinedAt, coalesce(ended_at, left_at) AS leftAt, end_source AS endSource, minutes AS minutes,
         toBool(is_open) AS isOpen, toBool(is_incomplete) AS isIncomplete, sources AS sources"""

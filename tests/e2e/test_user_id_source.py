@@ -16,7 +16,7 @@ from enrich.dimtopic import read_dimensions
 from enrich.replay import replay
 from enrich.service import EnrichService
 from pipeline.settings import Settings
-from sink import store
+from sink import queries, store
 from sink.service import SinkService
 from tests.support import (
     Running,
@@ -115,6 +115,15 @@ async def test_users_from_metadata_and_a_replay_after_changing_the_setting(setti
             ("p-bob", "ext-bob"),
             ("p-cat", "ext-cat"),
         ]
+        # The Insights-shaped participants endpoint finds a user by the key too.
+        query = queries.insights_participants(db, {"userKey": "m-bob"})
+        [bob] = queries.result(query, store.query_dicts(client, query.sql, query.params))["results"]
+        assert (bob["participantId"], bob["userKey"], bob["userSource"], bob["externalId"]) == (
+            "p-bob",
+            "m-bob",
+            "metadata:userId",
+            "ext-bob",
+        )
 
     table, rejected = await read_dimensions(settings)
     assert (table.user_id_source_text, rejected) == ("metadata:userId,externalId", 0)

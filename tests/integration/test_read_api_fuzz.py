@@ -44,7 +44,7 @@ ALLOWED = {
     "/usage/rooms": ["from", "to", "customer_id", "unresolved"],
     "/insights/rooms": ["roomNamePrefix", "customer_id", "unresolved", *PAGED],
     "/insights/room-sessions": ["roomName", "roomSessionId", *PAGED],
-    "/insights/participants": ["roomSessionId", "externalId", "userId", *PAGED],
+    "/insights/participants": ["roomSessionId", "externalId", "userId", "userKey", *PAGED],
     "/archive/raw": ["from", "to", "cursor", "limit"],
 }
 # aiohttp reads request lines of up to 8,190 bytes (its `max_line_size`); the method and version take a few.
