@@ -175,8 +175,12 @@ async def rounds(
     return directs, sinks, lags
 
 
+# Named columns: the input table has grown since (source, user_name, user_key, user_source: their defaults).
 GENERATE = """
-INSERT INTO {db}.events_input
+INSERT INTO {db}.events_input (event_id, event_type, api_version, created_at_ms, received_at_ms, room_name,
+    meeting_id, subdomain, room_session_id, participant_id, display_name, role_name, role_class, external_id,
+    metadata, metadata_raw, is_dial_in, num_clients, customer_id, customer_name, customer_resolution, user_id,
+    user_resolution, dimension_version, enrichment_version, enriched_at_ms)
 SELECT
     lower(hex(cityHash64(number, 'bench'))) || lower(hex(cityHash64(number))) AS event_id,
     if(number % 2 = 0, 'room.client.joined', 'room.client.left') AS event_type,

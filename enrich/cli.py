@@ -107,7 +107,7 @@ def _print_table(table: DimensionTable, *, users: bool, out: TextIO) -> None:
     erased = f", {len(table.erasures)} erased people" if table.erasures else ""
     print(
         f"{len(table.customers)} customers, {len(table.prefixes)} prefixes, {len(table.users)} users{erased} "
-        f"(dimension version {table.version})",
+        f"(dimension version {table.version}); user ids from {table.user_id_source_text} (USER_ID_SOURCE)",
         file=out,
     )
     rows = [("customer_id", "name", "room_name_prefixes")]

@@ -1,7 +1,8 @@
 """The dimensions topic on Kafka: following it into a DimensionTable, and publishing records to it.
 
 The topic is compacted and has one partition, so reading it from the beginning to its end gives the
-current state of every customer and user, in the order the records were written.
+current state of every customer and user (and every setting, such as `config:user_id_source`), in the
+order the records were written.
 
 A record that fails validation (`pipeline.dimensions.decode`, or a prefix another customer owns) is
 skipped, counted and handed to `on_rejected`, which the service uses to dead-letter it; it never stops
@@ -17,11 +18,13 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
+import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from prometheus_client import Counter, Gauge
 
-from enrich.dimensions import DimensionError, DimensionTable
-from pipeline import kafka
+from enrich.dimensions import DimensionError, DimensionTable, Setting
+from pipeline import contract, kafka
+from pipeline.dimensions import SETTING_USER_ID_SOURCE
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,14 @@ class DimensionFollower:
         tps = await kafka.partitions_of(self.settings, self.settings.topic_dimensions)
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
+        await self.catch_up()
+
+    async def catch_up(self) -> None:
+        """Apply every record on the topic up to its end as of now (e.g. one this process just wrote).
+        Not while `follow()` runs: both would read from the same consumer."""
+        consumer = self._consumer
+        assert consumer is not None
+        tps = list(consumer.assignment())
         end = await consumer.end_offsets(tps)
         while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
             await self._apply(await consumer.getmany(timeout_ms=500))
@@ -127,6 +138,33 @@ async def read_dimensions(settings: Settings) -> tuple[DimensionTable, int]:
     finally:
         await follower.stop()
     return table, follower.rejected
+
+
+async def record_user_id_source(follower: DimensionFollower) -> bool:
+    """Make this process's USER_ID_SOURCE the topic's (before any event is enriched); True if written.
+
+    Nothing is written when the topic already says the same, so instances that agree write nothing and
+    a restart changes no version. Otherwise one `config:user_id_source` record is written and read back,
+    so the table (and the dimension version every later enrichment carries) has moved past it before
+    the first event. If another process wrote a different value meanwhile, the topic's latest wins and
+    is used; the disagreement is logged.
+    """
+    table, settings = follower.table, follower.settings
+    desired = settings.desired_user_id_source
+    if table.user_id_source_text == desired:
+        return False
+    setting = Setting(SETTING_USER_ID_SOURCE, desired, contract.producer("enrich") + f" ({settings.instance_id})")
+    await publish(settings, [(setting.key, orjson.dumps(setting.to_doc(contract.now_ms())))])
+    await follower.catch_up()
+    # The value is configuration, not personal data: safe to log.
+    if table.user_id_source_text != desired:
+        log.warning(
+            "USER_ID_SOURCE differs from the dimensions topic's latest; using the topic's",
+            extra={"configured": desired, "topic": table.user_id_source_text},
+        )
+    else:
+        log.info("USER_ID_SOURCE recorded on the dimensions topic", extra={"user_id_source": desired})
+    return True
 
 
 async def publish(settings: Settings, records: Sequence[tuple[str, bytes | None]]) -> None:

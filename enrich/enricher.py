@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import orjson
 
-from enrich.dimensions import EXTERNAL_ID_RE, DimensionTable
+from enrich.dimensions import EXTERNAL_ID_RE, DimensionTable, User
 from enrich.metadata import parse_metadata
-from pipeline import contract, envelope
+from pipeline import contract, envelope, erasure, usersource
 from pipeline.contract import EnrichedEvent
 
 BOT_ROLES = {"recorder": "recorder", "streamer": "streamer", "captioner": "captioner", "assistant": "assistant"}
@@ -17,13 +17,16 @@ ROLE_CLASSES = ("human", "recorder", "streamer", "captioner", "assistant")
 # How a customer was resolved: `prefix` (a registered room-name prefix matched), `unresolved` (the event
 # has a room name but no registered prefix matches it) or `absent` (the event carries no room name).
 CUSTOMER_RESOLUTIONS = ("prefix", "unresolved", "absent")
-# How a user was resolved: `external_id` (a registered user matched), `unresolved` (valid externalId, no
-# registered user), `absent` (no externalId), `invalid` (externalId breaks Whereby's format rules) or
-# `erased` (the person was erased by `forget`: the event carries their pseudonym and no display name).
+# How a user was resolved, from the user id USER_ID_SOURCE picks (`externalId` by default, or from
+# `metadata`; pipeline/usersource.py): `external_id` (a registered user matched; the name predates
+# metadata sources and is kept for the metric), `unresolved` (a valid id, no registered user), `absent`
+# (no id in any source), `invalid` (only ids that break the format rules) or `erased` (the person was
+# erased by `forget`: the event carries their pseudonym and no display name).
 USER_RESOLUTIONS = ("external_id", "unresolved", "absent", "invalid", "erased")
 
 # An invalid externalId is client-controlled text: keep enough to debug, never an unbounded string.
-_MAX_INVALID_EXTERNAL_ID = 64
+_MAX_INVALID_EXTERNAL_ID = usersource.MAX_INVALID_EXTERNAL_ID_CHARS
+_EXTERNAL_ID_ONLY = usersource.DEFAULT
 
 
 class BadEvent(Exception):
@@ -143,26 +146,12 @@ def _enrich(
 
     external_id = _text(get("externalId"))
     display_name = _text(get("displayName")) if display_names else None
-    user = None
-    pseudonym = dims.erasures.pseudonym_for(external_id) if external_id is not None and dims.erasures else None
-    if external_id is None:
-        user_resolution = "absent"
-    elif pseudonym is not None:
-        # Erased by `forget`: the pseudonym still counts as one user; nothing that names them is kept.
-        external_id, display_name, user_resolution = pseudonym, None, "erased"
-    else:
-        # Registered ids were validated when loaded, so a hit needs no format check.
-        user = dims.users.get(external_id)
-        if user is not None:
-            user_resolution = "external_id"
-        elif EXTERNAL_ID_RE.match(external_id):
-            user_resolution = "unresolved"
-        else:
-            user_resolution = "invalid"
-            external_id = external_id[:_MAX_INVALID_EXTERNAL_ID]
+    if external_id is not None and not EXTERNAL_ID_RE.match(external_id):
+        external_id = external_id[:_MAX_INVALID_EXTERNAL_ID]  # kept as sent, but bounded
 
     metadata_raw = _text(get("metadata"))
     metadata, metadata_form = parse_metadata(metadata_raw)
+    user_key, user_source, user_resolution, user = _user(dims, external_id, metadata, metadata_raw, metadata_form)
     role_name = _text(get("roleName"))
     num_clients = get("numClients")
     subdomain = _text(get("subdomain"))
@@ -199,7 +188,40 @@ def _enrich(
         "user_customer_id": user.customer_id if user else None,
         "user_name": user.name if user else None,
         "source": _source(source),
+        "user_key": user_key,
+        "user_source": user_source,
         "contract_version": contract.CONTRACT_VERSION,
         "producer": _PRODUCER,
     }
+    if dims.erasures:
+        # Erased by `forget`: the pseudonym in place of the id, no names (the rule the sink applies too).
+        erasure.erase_event(event, dims.erasures)  # type: ignore[arg-type]
     return event
+
+
+def _user(
+    dims: DimensionTable,
+    external_id: str | None,
+    metadata: dict[str, str],
+    metadata_raw: str | None,
+    metadata_form: str,
+) -> tuple[str | None, str | None, str, User | None]:
+    """(user key, its source, resolution, registered user) under the table's USER_ID_SOURCE."""
+    sources = dims.user_id_source
+    if sources == _EXTERNAL_ID_ONLY:  # the default, and the hot path: no list to walk
+        if external_id is None:
+            return None, None, "absent", None
+        # `external_id` is already bounded; registered ids were validated when loaded.
+        user = dims.users.get(external_id)
+        if user is not None:
+            return external_id, usersource.EXTERNAL_ID, "external_id", user
+        valid = EXTERNAL_ID_RE.match(external_id) is not None
+        return external_id, usersource.EXTERNAL_ID, "unresolved" if valid else "invalid", None
+    bare = metadata_raw.strip() if metadata_raw is not None and metadata_form == "raw" else None
+    found = usersource.find(sources, external_id, metadata, bare)
+    if found is None:
+        return None, None, "absent", None
+    if not found.valid:
+        return found.key, found.source, "invalid", None
+    user = dims.users.get(found.key)
+    return found.key, found.source, "external_id" if user is not None else "unresolved", user

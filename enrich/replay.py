@@ -1,6 +1,10 @@
 """Replay: re-enrich the raw topic with today's dimensions, so ClickHouse reflects the current customers
 and users for past events (e.g. meetings held before their customer was registered).
 
+The user ids come from USER_ID_SOURCE as the enrich stage recorded it on the dimensions topic
+(`config:user_id_source`): changing the setting on enrich and then replaying moves history between users
+the same way, since the record moved the dimension version.
+
 Safe while the pipeline runs: the replay reads with its own group-less consumer (the enrich group's
 offsets are untouched), stops at the end offsets captured when it started (the live stage handles
 everything after), and writes ordinary enriched records whose `enrichment_version` is that of the
@@ -49,6 +53,9 @@ class ReplaySummary:
     customer: collections.Counter[str] = field(default_factory=collections.Counter)
     user: collections.Counter[str] = field(default_factory=collections.Counter)
     dimension_version: int = 0
+    user_id_source: str = ""
+    # This process's USER_ID_SOURCE when it is set and differs from the topic's (which the replay used).
+    user_id_source_ignored: str = ""
     rejected_dimensions: int = 0
     first_version: int = 0
     from_archive: int = 0
@@ -60,6 +67,7 @@ class ReplaySummary:
         out = [
             f"replayed {self.read:,} raw events in {self.seconds:.1f}s ({rate:,.0f}/s) "
             f"with dimension version {self.dimension_version}",
+            f"  user ids from: {self.user_id_source} (USER_ID_SOURCE as recorded on the dimensions topic)",
             f"  enriched: {self.enriched:,}; bad (skipped, already dead-lettered): {sum(self.bad.values()):,}",
             f"  from the raw archive (older than the raw topic holds): {self.from_archive:,}",
             "  customer: " + _counts(self.customer),
@@ -67,6 +75,11 @@ class ReplaySummary:
         ]
         if self.bad:
             out.append("  bad by reason: " + _counts(self.bad))
+        if self.user_id_source_ignored:
+            out.append(
+                f"  warning: USER_ID_SOURCE={self.user_id_source_ignored} here was not used: the enrich stage "
+                "records its setting on the dimensions topic when it starts; restart enrich with it, then replay"
+            )
         if self.rejected_dimensions:
             out.append(f"  warning: {self.rejected_dimensions} invalid dimension records were ignored")
         out.append(
@@ -142,6 +155,11 @@ async def replay(
     await kafka.prepare(settings)
     table, summary.rejected_dimensions = await read_dimensions(settings)
     summary.dimension_version = table.version
+    # Replay uses the topic's USER_ID_SOURCE, like every enrich process, never its own environment's:
+    # a replay that applied another setting at the same version would make results depend on who ran last.
+    summary.user_id_source = table.user_id_source_text
+    if settings.user_id_source and settings.user_id_source != summary.user_id_source:
+        summary.user_id_source_ignored = settings.user_id_source
     summary.first_version = contract.enrichment_version(table.version)
     consumer = kafka.consumer(settings, group_id=None)
     producer = kafka.producer(settings)

@@ -39,7 +39,7 @@ from prometheus_client import Counter, Histogram
 
 from enrich import config
 from enrich.dimensions import DimensionError, DimensionTable
-from enrich.dimtopic import DimensionFollower
+from enrich.dimtopic import DimensionFollower, record_user_id_source
 from enrich.enricher import CUSTOMER_RESOLUTIONS, USER_RESOLUTIONS, BadEvent, enrich_record
 from pipeline import contract, kafka, lag, rebalance, replicas
 from pipeline.settings import Settings
@@ -134,8 +134,10 @@ class EnrichService:
         # Both topics' partition counts in the producer's metadata (kept fresh by it): co-partitioning.
         await self._producer.partitions_for(self.settings.topic_raw)
         await self._producer.partitions_for(self.settings.topic_enriched)
-        # The whole dimension table is loaded before the first event is read.
+        # The whole dimension table is loaded before the first event is read, with this process's
+        # USER_ID_SOURCE recorded on the topic if it differs (then enrichment uses the topic's value).
         await self._dims.start()
+        await record_user_id_source(self._dims)
         # It is long-lived (200k+ objects with 100k users): move it, and everything else alive now, out of
         # the cyclic GC's reach, so full collections while events stream through stop re-scanning it.
         gc.collect()

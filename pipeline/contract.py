@@ -5,7 +5,7 @@ enriched event. Changing anything here is a change for every stage, so it lives 
 |---|---|---|---|
 | whereby.webhooks.raw | roomName | body bytes as received (signed) | headers `contract-version`, `producer` |
 | whereby.events.enriched | roomName | JSON enriched event (`EnrichedEvent`) | fields `contract_version`, `producer` |
-| whereby.dimensions | customer:<id>, user:<externalId>, erase:<sha256> | JSON record or tombstone | (self-describing) |
+| whereby.dimensions | customer:, user:, config:, erase: <id> | JSON record or tombstone | (self-describing) |
 | whereby.deadletter | source key | JSON bad row (see `bad_row`) | fields `schema_version`, `producer` |
 | whereby.reconciliation | roomSessionId | JSON reconciliation result (`ReconciliationRecord`) | field `schema` |
 
@@ -69,10 +69,12 @@ RAW_VERSION_HEADERS: tuple[tuple[str, bytes], ...] = (
 RECONCILIATION_SCHEMA = 1
 RECONCILIATION_STATUSES = ("match", "mismatch", "missing")
 
-# Dimension record keys: `customer:<customer_id>`, `user:<external_id>` and `erase:<subject>` (one erased
-# person: the SHA-256 of their externalId, never the id itself; see pipeline/erasure.py).
+# Dimension record keys: `customer:<customer_id>`, `user:<external_id>`, `config:<setting name>` and
+# `erase:<subject>` (one erased person: the SHA-256 of their externalId, never the id itself; see
+# pipeline/erasure.py).
 DIM_CUSTOMER_PREFIX = "customer:"
 DIM_USER_PREFIX = "user:"
+DIM_CONFIG_PREFIX = "config:"
 DIM_ERASE_PREFIX = "erase:"
 
 
@@ -128,6 +130,11 @@ class EnrichedEvent(TypedDict):
     user_name: NotRequired[str | None]
     # `webhook`, or `insights` for an event `reconcile --backfill` synthesized (raw header event-source).
     source: NotRequired[str]
+    # The user id chosen by USER_ID_SOURCE (pipeline/usersource.py) and where it came from (`externalId`,
+    # `metadata` or `metadata:<key>`); None when the event names no user. Absent on records of releases
+    # before issue 18: there the user is `external_id` (the sink's default for a missing field).
+    user_key: NotRequired[str | None]
+    user_source: NotRequired[str | None]
     # Absent on version-1 records (the release before); see the module docstring.
     contract_version: NotRequired[int]
     producer: NotRequired[str]

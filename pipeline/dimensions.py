@@ -12,14 +12,20 @@ Keys and values (a null value, i.e. a tombstone, deletes):
 |---|---|---|
 | `customer:<id>` | `{customer_id, name, room_name_prefixes[], attributes{}}` | :class:`Customer` |
 | `user:<externalId>` | `{external_id, user_id, customer_id, name, email, attributes{}}` | :class:`User` |
+| `config:<name>` | `{value, set_by?, set_at_ms?}`: a pipeline-wide setting | :class:`Setting` |
 | `erase:<sha256 of externalId>` | `{pseudonym, erased_at_ms}` | :class:`Erasure` (see :mod:`pipeline.erasure`) |
-| any of them, null value | — | :class:`Tombstone` (for `erase:`, the erasure is withdrawn for later events) |
+| any of them, null value | — | :class:`Tombstone` (`config:` back to its default; `erase:` withdrawn) |
 
 The id field inside a value may be left out (the key names it); when given it must match the key.
 
-A new kind of record (e.g. `config:<name>`) is one decoder registered in :data:`DECODERS` under its key
-prefix, plus whatever each stage does with the new record type (a stage ignores record types it has no
-use for).
+Settings (`config:<name>`) are what every enrich process must agree on and what changes enrichment
+results, so they live on this topic: applying one moves the topic position, i.e. the dimension version
+every later enrichment carries (:func:`pipeline.contract.enrichment_version`). Known names are
+validated (`config:user_id_source`, :mod:`pipeline.usersource`); a name this release does not know is
+kept as text and ignored by every stage (a newer release may have written it).
+
+A new kind of record is one decoder registered in :data:`DECODERS` under its key prefix, plus whatever
+each stage does with the new record type (a stage ignores record types it has no use for).
 
 Memory: enrich keeps every record in every process, so records are slotted frozen dataclasses, a user's
 customer id is interned (one string per customer, not one per user) and records without attributes
@@ -38,7 +44,7 @@ from typing import Any
 
 import orjson
 
-from pipeline import contract, erasure
+from pipeline import contract, erasure, usersource
 
 PREFIX_RE = re.compile(r"^[a-z0-9-]{1,39}$")
 EXTERNAL_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,36}$")
@@ -150,7 +156,32 @@ class Tombstone:
     ident: str
 
 
-DimensionRecord = Customer | User | Erasure | Tombstone
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """A pipeline-wide setting recorded on the topic (`config:<name>`): its name and canonical value."""
+
+    name: str
+    value: str
+    set_by: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The record key on the dimensions topic."""
+        return contract.DIM_CONFIG_PREFIX + self.name
+
+    def to_doc(self, set_at_ms: int | None = None) -> dict[str, Any]:
+        """The JSON record written to the dimensions topic (inverse of `_setting`)."""
+        doc: dict[str, Any] = {"value": self.value}
+        if self.set_by is not None:
+            doc["set_by"] = self.set_by
+        if set_at_ms is not None:
+            doc["set_at_ms"] = set_at_ms
+        return doc
+
+
+DimensionRecord = Customer | User | Erasure | Setting | Tombstone
+
+
 # A decoder gets the id (the key without its prefix) and the raw value (None for a tombstone).
 Decoder = Callable[[str, bytes | None], DimensionRecord]
 
@@ -335,11 +366,41 @@ def _erasure(ident: str, value: bytes | None) -> DimensionRecord:
     return Erasure(ident, pseudonym, erased_at)
 
 
+# Setting names are part of a key: short, lower-case words.
+_SETTING_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+MAX_SETTING_VALUE_CHARS = 1024
+SETTING_USER_ID_SOURCE = "user_id_source"
+
+
+def _setting_value(name: str, value: str) -> str:
+    """The canonical value of a known setting (DimensionError if invalid); other names' text as given."""
+    if name == SETTING_USER_ID_SOURCE:
+        try:
+            return usersource.text_of(usersource.parse(value))
+        except usersource.UserIdSourceError as exc:
+            raise DimensionError(f"`config:{name}` {exc}") from None
+    return value
+
+
+def _setting(ident: str, value: bytes | None) -> DimensionRecord:
+    if not _SETTING_NAME_RE.match(ident):
+        raise DimensionError(f"setting name {ident[:40]!r} must be 1-64 characters of a-z, 0-9 and '_'")
+    if value is None:
+        return Tombstone(contract.DIM_CONFIG_PREFIX, ident)
+    doc = _loads(value)
+    if not isinstance(doc, dict):
+        raise DimensionError("setting record must be a JSON object")
+    text = _str(doc, "value", max_chars=MAX_SETTING_VALUE_CHARS)
+    assert text is not None
+    return Setting(ident, _setting_value(ident, text), _str(doc, "set_by", required=False))
+
+
 # Key prefix (with its colon) → decoder. Register a new kind of dimension record here.
 DECODERS: dict[str, Decoder] = {
     contract.DIM_CUSTOMER_PREFIX: _customer,
     contract.DIM_USER_PREFIX: _user,
     contract.DIM_ERASE_PREFIX: _erasure,
+    contract.DIM_CONFIG_PREFIX: _setting,
 }
 
 

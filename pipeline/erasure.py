@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterator
+from typing import Any
 
 PSEUDONYM_PREFIX = "forgotten-"
 # 20 hex digits = 80 bits: no two people of any plausible user base share one (birthday bound ~2^40).
@@ -97,3 +98,51 @@ class ErasureSet:
 
     def __iter__(self) -> Iterator[str]:
         return iter(list(self._by_subject))
+
+
+# The fields of an enriched event that name a person and go when they are erased (with the names of
+# their registered user, which the pseudonym no longer resolves to).
+_NAMING_FIELDS = ("display_name", "user_id", "user_name", "user_customer_id")
+
+
+def erase_event(event: dict[str, Any], erasures: ErasureSet) -> bool:
+    """Apply `erasures` to one enriched event in place; True when it named an erased person.
+
+    The one rule enrich (live events and replays) and the sink (events enriched before the erasure was
+    read) both apply: the person's id becomes their pseudonym wherever it appears — as the `externalId`,
+    as the user key (USER_ID_SOURCE may take it from metadata) or as a metadata value, and then the raw
+    metadata text (which spells it) goes too. When the event is theirs (the id or the user key), the
+    display name and the registered user go as well. Minutes, times and
+    keys stay, so every count is unchanged and the pseudonym still counts as one user.
+    """
+    if not erasures:
+        return False
+    external_id, user_key = event.get("external_id"), event.get("user_key")
+    by_external_id = erasures.pseudonym_for(external_id) if isinstance(external_id, str) else None
+    if isinstance(user_key, str):
+        by_user_key = by_external_id if user_key == external_id else erasures.pseudonym_for(user_key)
+    else:
+        by_user_key = None
+    metadata = event.get("metadata")
+    in_metadata: dict[str, str] = {}
+    if isinstance(metadata, dict):
+        for value in metadata.values():
+            if isinstance(value, str) and (found := erasures.pseudonym_for(value)) is not None:
+                in_metadata[value] = found
+    if by_external_id is None and by_user_key is None and not in_metadata:
+        return False
+    if in_metadata and isinstance(metadata, dict):
+        # Their id in someone else's metadata (or in their own): the value goes, and the raw text with it.
+        event["metadata"] = {k: in_metadata.get(v, v) if isinstance(v, str) else v for k, v in metadata.items()}
+        event["metadata_raw"] = None
+    if by_external_id is None and by_user_key is None:
+        return True  # the event is someone else's: their name and user stay
+    if by_external_id is not None:
+        event["external_id"] = by_external_id
+    if by_user_key is not None:
+        event["user_key"] = by_user_key
+    for name in _NAMING_FIELDS:
+        if name in event:
+            event[name] = None
+    event["user_resolution"] = "erased"
+    return True

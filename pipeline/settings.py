@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import contract, erasure, security
+from pipeline import contract, erasure, security, usersource
 
 
 class ConfigError(Exception):
@@ -184,6 +184,16 @@ def _whereby_api(merged: Mapping[str, str], env: _Reader) -> WherebyApi:
     )
 
 
+def _user_id_source(env: _Reader) -> str:
+    raw = env.text("USER_ID_SOURCE", "")
+    if not raw:
+        return ""
+    try:
+        return usersource.text_of(usersource.parse(raw))
+    except usersource.UserIdSourceError as exc:
+        raise ConfigError(f"USER_ID_SOURCE {exc} (e.g. USER_ID_SOURCE=externalId,metadata:userId)") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     """All configuration of all three stages. Each stage reads the part it needs."""
@@ -243,6 +253,9 @@ class Settings:
     sink_batch_seconds: float
     # A connection open longer than this is stale: shown as such, counted by a metric, alerted on.
     stale_connection_s: float
+    # Where enrich takes user ids from (pipeline/usersource.py), canonical text; "" when not set (then
+    # `externalId`). Enrich records it on the dimensions topic at start; everything reads it from there.
+    user_id_source: str
 
     instance_id: str
 
@@ -350,6 +363,7 @@ class Settings:
             sink_batch_bytes=env.integer("SINK_BATCH_BYTES", 16 * 1024 * 1024, low=1024),
             sink_batch_seconds=env.number("SINK_BATCH_SECONDS", 1.0),
             stale_connection_s=env.number("STALE_CONNECTION_S", 6 * 3600.0),
+            user_id_source=_user_id_source(env),
             instance_id=env.text("INSTANCE_ID", f"{socket.gethostname()}-{os.getpid()}"),
             ingest_workers=env.integer("INGEST_WORKERS", 1, low=1, high=64),
             enrich_instances=env.integer("ENRICH_INSTANCES", 1, low=1, high=64),
@@ -388,6 +402,11 @@ class Settings:
                 "secret (e.g. `openssl rand -hex 32`) and keep it with the other secrets"
             )
         return self.erasure_key
+
+    @property
+    def desired_user_id_source(self) -> str:
+        """USER_ID_SOURCE as this process wants it (the default, `externalId`, when not set)."""
+        return self.user_id_source or usersource.DEFAULT_TEXT
 
     def require_webhook_secrets(self) -> tuple[str, ...]:
         """The signing secrets, or a ConfigError telling the operator what to set (see `check_webhook_secrets`).

@@ -74,6 +74,9 @@ CONNECTION_COLUMNS = (
     "role_name",
     "role_class",
     "metadata",
+    "user_key",
+    "user_source",
+    "party",
     "joined_at",
     "left_at",
     "ended_at",
@@ -109,6 +112,8 @@ SESSION_COLUMNS = (
     "unique_participants",
     "unique_recorders",
     "unique_streamers",
+    "first_host_joined_at",
+    "first_guest_joined_at",
     "dims_version",
     "row_hash",
     "version",
@@ -118,7 +123,7 @@ SESSION_COLUMNS = (
 _EVENT_COLUMNS = """
     room_name, event_id, event_type, toUnixTimestamp64Milli(created_at) AS at, participant_id, room_session_id,
     num_clients, source, enrichment_version, customer_id, customer_name, user_id, user_name, external_id,
-    display_name, role_name, role_class, metadata"""
+    display_name, role_name, role_class, metadata, user_key, user_source"""
 # Per-room lower bounds travel as two parallel arrays; `transform` looks each row's bound up in a hash map.
 _SINCE = (
     "fromUnixTimestamp64Milli(transform(room_name, {rooms:Array(String)}, {since:Array(Int64)}, toInt64(0)), 'UTC')"
@@ -162,6 +167,9 @@ def connection_values(room: str, c: Connection) -> list[Any]:
         d.role_name,
         d.role_class or "human",
         dict(d.metadata),
+        d.user_key,
+        d.user_source,
+        c.party,
         _maybe_at(c.joined_at),
         _maybe_at(c.left_at),
         _maybe_at(c.ended_at),
@@ -199,6 +207,8 @@ def session_values(room: str, s: Session) -> list[Any]:
         u.unique_participants,
         u.unique_recorders,
         u.unique_streamers,
+        _maybe_at(s.arrivals.first_host_joined_at),
+        _maybe_at(s.arrivals.first_guest_joined_at),
         s.dims_version,
     ]
 
@@ -301,6 +311,8 @@ GROUP BY room_name"""
                 role,
                 cls,
                 meta,
+                user_key,
+                user_source,
             ) = row
             out[room].append(
                 Event(
@@ -312,7 +324,19 @@ GROUP BY room_name"""
                     num_clients=n,
                     source=source,
                     version=int(version),
-                    dims=Dims(cid, cname, uid, uname, ext, name, role, cls, meta or {}),
+                    dims=Dims(
+                        customer_id=cid,
+                        customer_name=cname,
+                        user_id=uid,
+                        user_name=uname,
+                        external_id=ext,
+                        display_name=name,
+                        role_name=role,
+                        role_class=cls,
+                        metadata=meta or {},
+                        user_key=user_key,
+                        user_source=user_source,
+                    ),
                 )
             )
         return out
@@ -438,6 +462,7 @@ def _connection_tombstone(room: str, key: str, anchor_ms: int) -> list[Any]:
     values[CONNECTION_COLUMNS.index("session_via")] = ""
     values[CONNECTION_COLUMNS.index("role_class")] = ""
     values[CONNECTION_COLUMNS.index("metadata")] = {}
+    values[CONNECTION_COLUMNS.index("party")] = ""
     values[CONNECTION_COLUMNS.index("end_source")] = ""
     values[CONNECTION_COLUMNS.index("sources")] = ""
     values[CONNECTION_COLUMNS.index("dims_version")] = 0
@@ -447,7 +472,14 @@ def _connection_tombstone(room: str, key: str, anchor_ms: int) -> list[Any]:
 def _session_tombstone(room: str, key: str, anchor_ms: int) -> list[Any]:
     values: list[Any] = [0] * (len(SESSION_COLUMNS) - 3)
     values[0:3] = [room, key, at(anchor_ms)]
-    for name in ("room_session_id", "ended_at", "customer_id", "customer_name"):
+    for name in (
+        "room_session_id",
+        "ended_at",
+        "customer_id",
+        "customer_name",
+        "first_host_joined_at",
+        "first_guest_joined_at",
+    ):
         values[SESSION_COLUMNS.index(name)] = None
     values[SESSION_COLUMNS.index("start_source")] = ""
     values[SESSION_COLUMNS.index("first_event_at")] = at(anchor_ms)

@@ -1,14 +1,18 @@
 """Applying an erasure to what is already stored: ClickHouse mutations, run by the sink's writer.
 
 For one erased person (subject = SHA-256 of their externalId, and their pseudonym), every row whose
-`external_id` hashes to the subject is rewritten in place, in every table that holds one:
+`external_id`, `user_key` or a `metadata` value hashes to the subject (USER_ID_SOURCE may take the id
+from metadata) is rewritten in place, in every table that holds one:
 
 | Table | Change |
 |---|---|
-| `events` | `external_id` → pseudonym; `display_name`, `user_id`, `user_name` → NULL; `user_resolution` → `erased` |
-| `connection_rows` | the same four columns, in every version of every row (superseded and deleted ones too) |
+| `events` | the id → pseudonym in `external_id`, `user_key`, `metadata` (then `metadata_raw` → NULL); (*) |
+| `connection_rows` | the same (it has no `metadata_raw`), in every version of every row (superseded, deleted) |
 | `connection_states` | (the release before 005; kept for a rollback) the packed `dims` state, likewise |
 | `dim_users` | every row of that externalId deleted (the record, its older versions and its tombstone) |
+
+(*) On the person's own rows (id or user key) also `display_name`, `user_id`, `user_name` → NULL and, in
+`events`, `user_resolution` → `erased`; their id in someone else's metadata changes only that value.
 
 `session_rows`, `reconciliation` and the dimension tables of customers hold no personal data;
 `raw_archive` keeps the webhook bodies as received until its TTL removes them (README, "Personal
@@ -54,9 +58,22 @@ class Target:
     mutation: str
 
 
-def _columns_update(pseudonym: str, *extra: str) -> str:
-    sets = [f"external_id = '{pseudonym}'", "display_name = NULL", "user_id = NULL", "user_name = NULL", *extra]
-    return f"UPDATE {', '.join(sets)} WHERE hex(SHA256(external_id)) {{match}}"
+def _columns_update(pseudonym: str, *extra: tuple[str, str], raw: bool = False) -> str:
+    """Rewrite every row naming the person, by the rule of `pipeline.erasure.erase_event`: their id as
+    the `externalId`, as the user key (USER_ID_SOURCE may take it from metadata) or as a metadata value
+    becomes the pseudonym (and the raw metadata text goes); on their own rows the names go too."""
+    hit = "hex(SHA256({col})) {{match}}"
+    own = f"({hit.format(col='external_id')} OR {hit.format(col='user_key')})"
+    in_metadata = "arrayExists(v -> hex(SHA256(v)) {match}, mapValues(metadata))"
+    sets = [
+        f"external_id = if({hit.format(col='external_id')}, '{pseudonym}', external_id)",
+        f"user_key = if({hit.format(col='user_key')}, '{pseudonym}', user_key)",
+        f"metadata = mapApply((k, v) -> (k, if(hex(SHA256(v)) {{match}}, '{pseudonym}', v)), metadata)",
+        *(f"{column} = if({own}, NULL, {column})" for column in ("display_name", "user_id", "user_name")),
+        *([f"metadata_raw = if({in_metadata}, NULL, metadata_raw)"] if raw else []),
+        *(f"{column} = if({own}, {value}, {column})" for column, value in extra),
+    ]
+    return f"UPDATE {', '.join(sets)} WHERE {own} OR {in_metadata}"
 
 
 def targets(pseudonym: str) -> list[Target]:
@@ -73,7 +90,7 @@ def targets(pseudonym: str) -> list[Target]:
         "WHERE hex(SHA256(substring(splitByChar('\\x1f', finalizeAggregation(dims))[4], 2))) {match}"
     )
     return [
-        Target("events", _columns_update(pseudonym, "user_resolution = 'erased'")),
+        Target("events", _columns_update(pseudonym, ("user_resolution", "'erased'"), raw=True)),
         Target("connection_rows", _columns_update(pseudonym)),
         Target("connection_states", legacy),
         Target("dim_users", "DELETE WHERE hex(SHA256(external_id)) {match}"),

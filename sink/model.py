@@ -13,6 +13,8 @@ the section numbers in the comments below point there. In short:
    was next known empty (estimated: a lower bound); else it is open and adds nothing (§3). A `left`
    without its `joined` is incomplete and adds nothing (§4).
 4. Minutes are the duration rounded up to whole minutes, per connection (§5).
+5. Each human connection is a host's (roles `host`, `owner`, `member`) or a guest's (every other human
+   role); a session knows when its first host and its first guest joined (§8).
 
 The function is deterministic in the *set* of events it is given: duplicates (same event id) and any
 delivery order give identical output, which is what makes the derived tables idempotent.
@@ -42,6 +44,14 @@ _OTHER_RANK = 2
 # Insights' times and webhook `createdAt`s of one connection differ by seconds, never by minutes.
 SYNTHETIC_MATCH_MS = 5 * 60 * 1000
 
+# §8: the roles that enter with a host's rights: the host URL (`roomKey`), or an account of the
+# company's Whereby organisation. Every other human role (visitor, viewer, granted_*, unknown, missing)
+# is a guest; the bots are neither.
+HOST_ROLES = frozenset({"host", "owner", "member"})
+PARTY_HOST = "host"
+PARTY_GUEST = "guest"
+PARTY_BOT = "bot"
+
 MS_PER_MINUTE = 60_000
 # How long after a session's last event an id-less `session.ended` may still end it (§2b): Whereby ends a
 # session "a while" after fewer than two remain, minutes in practice; an hour is generous and bounded.
@@ -66,6 +76,16 @@ class Dims:
     role_name: str | None = None
     role_class: str | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # The user id USER_ID_SOURCE chose (externalId or a metadata value) and where it came from (§6).
+    user_key: str | None = None
+    user_source: str | None = None
+
+
+def party_of(role_name: str | None, role_class: str | None) -> str:
+    """§8: `host`, `guest` or `bot` for a connection's role (a missing class is human)."""
+    if (role_class or "human") != "human":
+        return PARTY_BOT
+    return PARTY_HOST if role_name in HOST_ROLES else PARTY_GUEST
 
 
 @dataclass(slots=True)
@@ -112,6 +132,11 @@ class Connection:
     sources: str  # webhook | insights | mixed: where its edges came from
     dims_version: int
     dims: Dims
+
+    @property
+    def party(self) -> str:
+        """§8: whether this is a host's, a guest's or a bot's connection."""
+        return party_of(self.dims.role_name, self.dims.role_class)
 
 
 @dataclass(slots=True)
@@ -178,6 +203,27 @@ class Session:
     dims_version: int
     dims: Dims
     usage: Usage = field(default_factory=Usage)
+    arrivals: Arrivals = field(default_factory=lambda: Arrivals())
+
+
+@dataclass(frozen=True, slots=True)
+class Arrivals:
+    """§8: when a session's first host and first guest joined (None: none joined, or their joins were lost)."""
+
+    first_host_joined_at: int | None = None
+    first_guest_joined_at: int | None = None
+
+
+def arrivals_of(connections: Iterable[Connection]) -> Arrivals:
+    """The first join of a host and of a guest among `connections` (connections whose join was lost
+    say nothing about arrival)."""
+    first: dict[str, int] = {}
+    for c in connections:
+        if c.joined_at is not None:
+            party = c.party
+            if party != PARTY_BOT and (party not in first or c.joined_at < first[party]):
+                first[party] = c.joined_at
+    return Arrivals(first.get(PARTY_HOST), first.get(PARTY_GUEST))
 
 
 @dataclass
@@ -471,7 +517,8 @@ def derive(events: Iterable[Event], *, truncated: bool = False) -> RoomModel:
     out_sessions, context_sessions = [], set()
     for s in sessions.by_key.values():
         if any(i not in skipped for i in s.event_ids):
-            out_sessions.append(_session(s, usage_of(of_session.get(s.key, ()))))
+            members = of_session.get(s.key, [])
+            out_sessions.append(_session(s, usage_of(members), arrivals_of(members)))
         else:
             context_sessions.add(s.key)
     connections.sort(key=lambda c: (c.anchor_at, c.connection_id))
@@ -541,7 +588,7 @@ def _connection(
     )
 
 
-def _session(s: _SessionAcc, usage: Usage) -> Session:
+def _session(s: _SessionAcc, usage: Usage, arrivals: Arrivals) -> Session:
     assert s.newest is not None and s.first_event_at is not None and s.last_event_at is not None
     return Session(
         session_key=s.key,
@@ -556,4 +603,5 @@ def _session(s: _SessionAcc, usage: Usage) -> Session:
         dims_version=s.newest.version,
         dims=s.newest.dims,
         usage=usage,
+        arrivals=arrivals,
     )

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -59,13 +61,18 @@ class Paging:
     width: int
 
 
+# Turns the rows of a query into its response document, for answers that are not a flat list of rows.
+Shape = Callable[[list[dict[str, Any]]], dict[str, Any]]
+
+
 @dataclass(frozen=True)
 class Query:
-    """A constant SQL text, its bound parameters and, for Insights endpoints, its paging."""
+    """A constant SQL text, its bound parameters and, for Insights endpoints, its paging (or its shape)."""
 
     sql: str
     params: dict[str, Any] = field(default_factory=dict)
     paging: Paging | None = None
+    shape: Shape | None = None
 
 
 Builder = Callable[[str, Mapping[str, str]], Query]
@@ -248,11 +255,122 @@ def _columns(names: tuple[str, ...]) -> str:
     return ", ".join(names)
 
 
+# ------------------------------------------------------------------------- group_by=metadata.<key>
+
+GROUP_BY_PREFIX = "metadata."
+# Enrich keeps metadata keys of at most 64 characters (enrich/metadata.py MAX_KEY_CHARS): no longer key
+# can match, so a longer one is a mistake (or an attack), answered 400.
+MAX_GROUP_KEY_CHARS = 64
+DEFAULT_GROUP_LIMIT = 20
+MAX_GROUP_LIMIT = 100
+# What the values outside the top `group_limit` are reported as (with `group_other: true`).
+OTHER = "other"
+_KEY_CONTROL = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+
+
+@dataclass(frozen=True)
+class GroupBy:
+    """`group_by=metadata.<key>`: split usage by one metadata key, its `limit` most used values by name
+    (by participant minutes), every other value as `other`."""
+
+    key: str
+    limit: int
+
+    @property
+    def label(self) -> str:
+        """As the caller wrote it: `metadata.<key>`."""
+        return GROUP_BY_PREFIX + self.key
+
+
+def parse_group_by(args: Mapping[str, str]) -> GroupBy | None:
+    """`group_by` (`metadata.<key>`) and `group_limit` (1-100, default 20); None when not grouping.
+
+    The key is only ever bound as a query parameter, never put into the SQL text; what is checked here is
+    that it can name a key at all: 1-64 characters, no control characters.
+    """
+    raw = args.get("group_by", "")
+    limit_raw = args.get("group_limit", "")
+    if not raw:
+        if limit_raw:
+            raise BadParameter("group_limit needs group_by=metadata.<key>")
+        return None
+    key = raw.removeprefix(GROUP_BY_PREFIX)
+    if not raw.startswith(GROUP_BY_PREFIX) or not key:
+        raise BadParameter(f"group_by must be metadata.<key> (a key of the participants' metadata), got {raw[:40]!r}")
+    if len(key) > MAX_GROUP_KEY_CHARS or any(unicodedata.category(ch) in _KEY_CONTROL for ch in key):
+        raise BadParameter(
+            f"group_by: a metadata key is 1-{MAX_GROUP_KEY_CHARS} characters without control characters "
+            "(longer keys are not kept by enrichment)"
+        )
+    limit = DEFAULT_GROUP_LIMIT
+    if limit_raw:
+        limit = parse_limit({"limit": limit_raw}, MAX_GROUP_LIMIT)
+    return GroupBy(key, limit)
+
+
+def _grouped_source(db: str, group: GroupBy, where: str, params: dict[str, Any]) -> str:
+    """The connections of the range (`usage_rows`) with `group_value`: the key's value, `other` beyond the
+    top values, NULL for connections without the key; `group_other` tells a real value `other` apart."""
+    params["group_key"], params["group_limit"] = group.key, group.limit
+    value = "metadata[{group_key:String}]"
+    rows = f"{db}.usage_rows({PERIOD})"
+    return f"""
+    SELECT *,
+        mapContains(metadata, {{group_key:String}}) AS _has_key,
+        _has_key AND {value} NOT IN (
+            SELECT {value} AS v FROM {rows}
+            WHERE kind = 'connection' AND {where} AND mapContains(metadata, {{group_key:String}})
+            GROUP BY v
+            ORDER BY sum(participant_minutes) DESC, count() DESC, v
+            LIMIT {{group_limit:UInt32}}) AS group_other,
+        if(_has_key, if(group_other, '{OTHER}', {value}), NULL) AS group_value
+    FROM {rows}
+    WHERE kind = 'connection' AND {where}"""
+
+
+def _sums(fields: tuple[str, ...]) -> str:
+    return ",\n    ".join(f"toUInt64(sum({f})) AS {f}" for f in fields)
+
+
+_USAGE_AGGREGATES = (
+    f"{_sums(MINUTES)},\n"
+    "    toUInt64(countIf(closed)) AS connections,\n"
+    "    toUInt64(countIf(open)) AS open_connections,\n"
+    "    toUInt64(countIf(incomplete)) AS incomplete_connections,\n"
+    "    toUInt64(countIf(estimated)) AS estimated_connections"
+)
+
+
+def _usage_customers_grouped(db: str, group: GroupBy, params: dict[str, Any]) -> Query:
+    params["group_by"] = group.label
+    sql = f"""
+SELECT
+    customer_id,
+    argMax(customer_name, dims_version) AS customer_name,
+    {{group_by:String}} AS group_by,
+    group_value,
+    group_other,
+    {_USAGE_AGGREGATES},
+    toUInt64(uniqExact(human_participant)) AS unique_participants,
+    toUInt64(uniqExact(counted_user)) AS unique_users,
+    toUInt64(uniqExact(session_key)) AS sessions
+FROM ({_grouped_source(db, group, "1", params)})
+GROUP BY customer_id, group_value, group_other
+ORDER BY participant_minutes DESC, customer_id IS NULL, customer_id, group_other, group_value IS NULL, group_value
+"""
+    return Query(sql, params)
+
+
 def usage_customers(database: str, args: Mapping[str, str]) -> Query:
-    """Usage per customer in the range; registered customers without usage are listed with zeros."""
-    check_names(args, {"from", "to"})
+    """Usage per customer in the range; registered customers without usage are listed with zeros. With
+    `group_by=metadata.<key>`: per customer and value of that key (customers with usage only; `sessions`
+    then counts the distinct sessions of the row's connections)."""
+    check_names(args, {"from", "to", "group_by", "group_limit"})
     db = _db(database)
     low, high = time_range(args)
+    group = parse_group_by(args)
+    if group is not None:
+        return _usage_customers_grouped(db, group, {"from_ms": low, "to_ms": high})
     fields = (*USAGE, "unique_participants", "unique_users", "sessions")
     sums = ",\n    ".join(f"toUInt64(sum({f})) AS {f}" for f in fields)
     zeros = ", ".join(f"0 AS {f}" for f in fields)
@@ -291,18 +409,43 @@ ORDER BY day, customer_id IS NULL, customer_id
 
 
 def usage_users(database: str, args: Mapping[str, str]) -> Query:
-    """Usage per (customer, externalId) in the range, registered or not; connections without an
-    externalId form one row per customer with `external_id: null`."""
-    check_names(args, {"from", "to", "customer_id", "unresolved"})
+    """Usage per (customer, user key) in the range, registered or not: the user id USER_ID_SOURCE chose
+    (the externalId by default); connections without one form one row per customer with `user_key: null`.
+    With `group_by=metadata.<key>`: per user and value of that key."""
+    check_names(args, {"from", "to", "customer_id", "unresolved", "group_by", "group_limit"})
     db = _db(database)
     low, high = time_range(args)
     params: dict[str, Any] = {"from_ms": low, "to_ms": high}
     customer = customer_filter(args, params)
-    sql = f"""
-SELECT customer_id, customer_name, external_id, user_id, user_name, {_columns(USAGE)}, sessions
+    group = parse_group_by(args)
+    user = "customer_id, customer_name, user_key, user_source, external_id, user_id, user_name"
+    order = "participant_minutes DESC, customer_id IS NULL, customer_id, user_key IS NULL, user_key"
+    if group is None:
+        sql = f"""
+SELECT {user}, {_columns(USAGE)}, sessions
 FROM {db}.usage_by_user_period({PERIOD})
 WHERE {customer}
-ORDER BY participant_minutes DESC, customer_id IS NULL, customer_id, external_id IS NULL, external_id
+ORDER BY {order}
+"""
+        return Query(sql, params)
+    params["group_by"] = group.label
+    sql = f"""
+SELECT
+    customer_id,
+    argMax(customer_name, dims_version) AS customer_name,
+    user_key,
+    argMax(tuple(user_source), (dims_version, at)).1 AS user_source,
+    argMax(tuple(external_id), (dims_version, at)).1 AS external_id,
+    argMax(tuple(user_id), dims_version).1 AS user_id,
+    argMax(tuple(user_name), dims_version).1 AS user_name,
+    {{group_by:String}} AS group_by,
+    group_value,
+    group_other,
+    {_USAGE_AGGREGATES},
+    toUInt64(uniqExact(session_key)) AS sessions
+FROM ({_grouped_source(db, group, customer, params)})
+GROUP BY customer_id, user_key, group_value, group_other
+ORDER BY {order}, group_other, group_value IS NULL, group_value
 """
     return Query(sql, params)
 
@@ -417,22 +560,29 @@ def insights_room_sessions(database: str, args: Mapping[str, str]) -> Query:
 
 
 def insights_participants(database: str, args: Mapping[str, str]) -> Query:
-    """Whereby's `GET /insights/participants` by `roomSessionId` or `externalId` (or our `userId`)."""
-    filters_allowed = {"roomSessionId", "externalId", "userId"}
+    """Whereby's `GET /insights/participants` by `roomSessionId` or `externalId` (or our `userId`, or
+    `userKey`: the user id USER_ID_SOURCE chose)."""
+    filters_allowed = {"roomSessionId", "externalId", "userId", "userKey"}
     check_names(args, filters_allowed | {"sortBy", "cursor", "limit"})
     db = _db(database)
     if not any(args.get(name) for name in filters_allowed):
-        raise BadParameter("one of roomSessionId, externalId or userId is required")
+        raise BadParameter("one of roomSessionId, externalId, userId or userKey is required")
     params: dict[str, Any] = {}
     where = []
-    for name, column in (("roomSessionId", "room_session_id"), ("externalId", "external_id"), ("userId", "user_id")):
+    for name, column in (
+        ("roomSessionId", "room_session_id"),
+        ("externalId", "external_id"),
+        ("userId", "user_id"),
+        ("userKey", "user_key"),
+    ):
         if args.get(name):
             params[name] = args[name]
             where.append(f"{column} = {{{name}:String}}")
     # Display names are personal data: returned here (as Whereby's Insights do), never logged.
     select = """
         room_session_id AS roomSessionId, room_name AS roomName, participant_id AS participantId,
-        user_id AS userId, external_id AS externalId, customer_id AS customerId, customer_name AS customerName,
+        user_id AS userId, external_id AS externalId, user_key AS userKey, user_source AS userSource,
+        customer_id AS customerId, customer_name AS customerName,
         user_name AS userName, role_name AS roleName, role_class AS roleClass, display_name AS displayName,
         joined_at AS joinedAt, coalesce(ended_at, left_at) AS leftAt, end_source AS endSource, minutes AS minutes,
         toBool(is_open) AS isOpen, toBool(is_incomplete) AS isIncomplete, sources AS sources"""
@@ -445,6 +595,160 @@ def insights_participants(database: str, args: Mapping[str, str]) -> Query:
         params=params,
         sorts=_PARTICIPANT_SORTS,
         default_sort="joinedAt:asc",
+    )
+
+
+# ------------------------------------------------------------------------------------------ live/*
+
+# The open connections one answer lists at most (a room cut short is possible past it: `truncated`).
+LIVE_MAX_CONNECTIONS = 5000
+DEFAULT_STALE_AFTER_S = 6 * 3600
+
+
+def live_rooms(database: str, args: Mapping[str, str], *, stale_after_s: float = DEFAULT_STALE_AFTER_S) -> Query:
+    """`GET /live/rooms`: the rooms with connections open now, their participants and, per session, when
+    its first host and its first guest joined. A connection open longer than `stale_after_s`
+    (STALE_CONNECTION_S) is listed as stale, not counted as present. Filters: `customer_id`, `unresolved`.
+
+    Backed by the derived rows (the `live_connections` view, `session_rows`), so it trails the stored
+    events by the deriver's lag, like every usage number.
+    """
+    check_names(args, {"customer_id", "unresolved"})
+    db = _db(database)
+    params: dict[str, Any] = {"stale_s": max(0, int(stale_after_s)), "_limit": LIVE_MAX_CONNECTIONS + 1}
+    customer = customer_filter(args, params)
+    # A LEFT JOIN without a match fills the right side with type defaults: started_at is made Nullable so
+    # that an open connection without a session row reads as NULL, not as 1970.
+    sql = f"""
+SELECT
+    now64(3) AS as_of,
+    c.room_name AS room_name, c.customer_id AS customer_id, c.customer_name AS customer_name,
+    c.participant_id AS participant_id, c.connection_id AS connection_id,
+    c.session_key AS session_key, c.room_session_id AS room_session_id,
+    c.display_name AS display_name, c.role_name AS role_name, c.role_class AS role_class, c.party AS party,
+    c.external_id AS external_id, c.user_key AS user_key, c.user_source AS user_source,
+    c.user_id AS user_id, c.user_name AS user_name,
+    c.joined_at AS joined_at, c.open_s AS open_s, c.open_s > {{stale_s:UInt64}} AS stale,
+    s.started_at AS session_started_at,
+    s.first_host_joined_at AS first_host_joined_at, s.first_guest_joined_at AS first_guest_joined_at
+FROM (SELECT * FROM {db}.live_connections WHERE {customer}) AS c
+LEFT JOIN (
+    SELECT room_name, session_key, toNullable(started_at) AS started_at, first_host_joined_at, first_guest_joined_at
+    FROM {db}.session_rows FINAL
+    WHERE (room_name, session_key) IN (
+            SELECT room_name, assumeNotNull(session_key) FROM {db}.live_connections WHERE session_key IS NOT NULL)
+      AND NOT deleted
+) AS s ON c.room_name = s.room_name AND c.session_key = s.session_key
+ORDER BY room_name, joined_at, connection_id
+LIMIT {{_limit:UInt32}}
+"""
+    return Query(sql, params, shape=functools.partial(_live_shape, stale_after_s=max(0, int(stale_after_s))))
+
+
+_PARTICIPANT_FIELDS = (
+    "participant_id",
+    "connection_id",
+    "session_key",
+    "room_session_id",
+    "display_name",
+    "role_name",
+    "role_class",
+    "party",
+    "external_id",
+    "user_key",
+    "user_source",
+    "user_id",
+    "user_name",
+    "joined_at",
+    "open_s",
+    "stale",
+)
+
+
+def _gap_s(host: datetime | None, guest: datetime | None) -> float | None:
+    """Seconds from the first guest's join to the first host's (positive: the guests waited)."""
+    if host is None or guest is None:
+        return None
+    return round((host - guest).total_seconds(), 3)
+
+
+def _live_shape(rows: list[dict[str, Any]], *, stale_after_s: int) -> dict[str, Any]:
+    """The open connections (ordered by room) as one entry per room: its participants (`stale` ones are
+    listed but not `present`) and its sessions with their arrival times."""
+    truncated = len(rows) > LIVE_MAX_CONNECTIONS
+    rooms: dict[str, dict[str, Any]] = {}
+    sessions: dict[tuple[str, str], dict[str, Any]] = {}
+    as_of = rows[0]["as_of"] if rows else None
+    for row in rows[:LIVE_MAX_CONNECTIONS]:
+        room = rooms.get(row["room_name"])
+        if room is None:
+            room = rooms[row["room_name"]] = {
+                "room_name": row["room_name"],
+                "customer_id": row["customer_id"],
+                "customer_name": row["customer_name"],
+                "present": 0,
+                "stale": 0,
+                "sessions": [],
+                "participants": [],
+            }
+        stale = bool(row["stale"])
+        room["stale" if stale else "present"] += 1
+        room["participants"].append(
+            {f: _json_value(bool(row[f]) if f == "stale" else row[f]) for f in _PARTICIPANT_FIELDS}
+        )
+        key = row["session_key"]
+        if key is not None and (row["room_name"], key) not in sessions:
+            session = {
+                "session_key": key,
+                "room_session_id": row["room_session_id"],
+                "started_at": _json_value(row["session_started_at"]),
+                "first_host_joined_at": _json_value(row["first_host_joined_at"]),
+                "first_guest_joined_at": _json_value(row["first_guest_joined_at"]),
+                "host_after_guest_s": _gap_s(row["first_host_joined_at"], row["first_guest_joined_at"]),
+            }
+            sessions[(row["room_name"], key)] = session
+            room["sessions"].append(session)
+    return {
+        "as_of": _json_value(as_of),
+        "stale_after_s": stale_after_s,
+        "truncated": truncated,
+        "results": list(rooms.values()),
+    }
+
+
+# ------------------------------------------------------------------------------------------ sessions/*
+
+ARRIVALS_MAX_LIMIT = 1000
+_ARRIVAL_SORTS = {
+    "startedAt": Sort(
+        ("toUnixTimestamp64Milli(started_at)", "room_name", "session_key"), ("Int64", "String", "String")
+    ),
+}
+
+
+def session_arrivals(database: str, args: Mapping[str, str]) -> Query:
+    """`GET /sessions/arrivals`: per session that started in `[from, to)`, its room, customer, and when its
+    first host and its first guest joined, with the gap (`host_after_guest_s`: positive when the guests
+    waited). Keyset pages of up to 1,000, oldest first. Filters: `customer_id`, `unresolved`."""
+    filters_allowed = {"from", "to", "customer_id", "unresolved"}
+    check_names(args, filters_allowed | {"cursor", "limit"})
+    db = _db(database)
+    low, high = time_range(args)
+    params: dict[str, Any] = {"from_ms": low, "to_ms": high}
+    customer = customer_filter(args, params)
+    select = """
+        room_name, room_session_id, session_key, customer_id, customer_name, started_at, ended_at,
+        first_host_joined_at, first_guest_joined_at, host_after_guest_s"""
+    return _paged(
+        "/sessions/arrivals",
+        args,
+        {k: v for k, v in args.items() if k in filters_allowed},
+        select=select,
+        source=f"{db}.sessions_between({PERIOD}) WHERE {customer}",
+        params=params,
+        sorts=_ARRIVAL_SORTS,
+        default_sort="startedAt:asc",
+        max_limit=ARRIVALS_MAX_LIMIT,
     )
 
 
@@ -489,8 +793,15 @@ ENDPOINTS: dict[str, Builder] = {
     "/insights/rooms": insights_rooms,
     "/insights/room-sessions": insights_room_sessions,
     "/insights/participants": insights_participants,
+    "/sessions/arrivals": session_arrivals,
+    "/live/rooms": live_rooms,
     "/archive/raw": archive_raw,
 }
+
+
+def endpoints(*, stale_after_s: float = DEFAULT_STALE_AFTER_S) -> dict[str, Builder]:
+    """ENDPOINTS with the settings some of them need (STALE_CONNECTION_S for `/live/rooms`)."""
+    return {**ENDPOINTS, "/live/rooms": functools.partial(live_rooms, stale_after_s=stale_after_s)}
 
 
 # --------------------------------------------------------------------------------------------- results
@@ -508,6 +819,8 @@ def _json_value(value: Any) -> Any:
 
 def result(query: Query, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The response document: `{"results": [...]}`, plus `cursor` (null on the last page) when paged."""
+    if query.shape is not None:
+        return query.shape(rows)
     paging = query.paging
     if paging is None:
         return {"results": [{k: _json_value(v) for k, v in row.items()} for row in rows]}

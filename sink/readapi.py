@@ -235,8 +235,14 @@ def _data_handler(
             # The SQL is constant and values are bound server-side, so the message names no display name.
             log.error(f"read query failed: {exc}", extra={"endpoint": path})
             return _json({"error": "query failed; see the server log"}, 500)
+        try:
+            doc = queries.result(query, rows)
+        except Exception as exc:  # rows of an unexpected shape: our bug, but still a JSON answer
+            REQUESTS.labels(path, "error").inc()
+            log.error(f"read result not shaped: {type(exc).__name__}", extra={"endpoint": path})
+            return _json({"error": "the result could not be read; see the server log"}, 500)
         REQUESTS.labels(path, "ok").inc()
-        return _json(queries.result(query, rows))
+        return _json(doc)
 
     return handle
 
@@ -250,13 +256,21 @@ def _asset_handler(name: str, content_type: str) -> Handler:
     return handle
 
 
-def routes(run: QueryRunner, database: str, *, token: str = "", pool: ReadPool | None = None) -> list[web.RouteDef]:
-    """The read API (`/usage/*`, `/insights/*`) and the page (`/`, `/static/*`); queries run in `pool`
-    (a pool of its own when not given, e.g. in tests)."""
+def routes(
+    run: QueryRunner,
+    database: str,
+    *,
+    token: str = "",
+    pool: ReadPool | None = None,
+    stale_after_s: float = queries.DEFAULT_STALE_AFTER_S,
+) -> list[web.RouteDef]:
+    """The read API (`/usage/*`, `/insights/*`, `/sessions/*`, `/live/*`) and the page (`/`, `/static/*`);
+    queries run in `pool` (a pool of its own when not given, e.g. in tests). `stale_after_s` is
+    STALE_CONNECTION_S: `/live/rooms` shows connections open longer as stale."""
     pool = pool or ReadPool()
     data = [
         web.get(path, _data_handler(path, builder, run, database, token, pool))
-        for path, builder in queries.ENDPOINTS.items()
+        for path, builder in queries.endpoints(stale_after_s=stale_after_s).items()
     ]
     page = [web.get(path, _asset_handler(name, kind)) for path, (name, kind) in _ASSETS.items()]
     return [*data, *page]

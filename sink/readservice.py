@@ -69,6 +69,7 @@ class ReadApiService:
             self.settings.clickhouse_database,
             token=self.settings.read_api_token,
             pool=self._pool,
+            stale_after_s=self.settings.stale_connection_s,
         )
 
 

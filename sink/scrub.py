@@ -6,9 +6,10 @@ enriched with the person's name can still be on the enriched topic (enrich ran a
 enrich instance had not read the record yet). They would be stored after the sink's rewrite, with the
 name: so every batch is checked here first.
 
-The check costs one C-level regex pass over the batch (about 0.7 µs a record) and one SHA-256 per
-distinct externalId in it, and nothing while no one has been erased. Only records whose externalId is
-erased are decoded and rewritten, exactly as enrich would have written them.
+The check costs C-level regex passes over the batch (about 0.7 µs a record for the ids) and one SHA-256
+per distinct externalId, user key and metadata value in it, and nothing while no one has been erased.
+Only records naming an erased person are decoded and rewritten, by the rule enrich applies
+(`pipeline.erasure.erase_event`).
 """
 
 from __future__ import annotations
@@ -18,21 +19,29 @@ from collections.abc import Sequence
 
 import orjson
 
-from pipeline.erasure import ErasureSet
+from pipeline.erasure import ErasureSet, erase_event
 from sink.batch import Record, RecordLike
 
-# Every externalId value in a batch of enriched JSON (orjson writes `"key":"value"` without spaces). A value
-# with an escape in it does not match: `forget` refuses ids with quotes or backslashes, so none is erased.
-# The same key inside `metadata` matches too; the decoded record decides (see `_scrubbed`).
-_EXTERNAL_ID = re.compile(rb'"external_id":"([^"\\]*)"')
+# Where an erased id can be in enriched JSON (orjson writes `"key":"value"` without spaces): the externalId,
+# the user key (USER_ID_SOURCE may take it from metadata) and the metadata map's values. A value with an
+# escape in it does not match: `forget` refuses ids with quotes or backslashes, so none is erased. The
+# decoded record decides what is rewritten (`pipeline.erasure.erase_event`).
+_ID = re.compile(rb'"(?:external_id|user_key)":"([^"\\]*)"')
+_METADATA = re.compile(rb'"metadata":\{([^{}]+)\}')
+_VALUE = re.compile(rb':"([^"\\]*)"')
 
 
 def erased_values(values: Sequence[bytes], erasures: ErasureSet) -> dict[bytes, str]:
-    """The erased externalIds (as JSON bytes) found in `values`, each with its pseudonym."""
+    """The erased ids (as JSON bytes) found in `values` (externalIds, user keys, metadata values), each
+    with its pseudonym."""
     if not erasures or not values:
         return {}
     found: dict[bytes, str] = {}
-    for raw in set(_EXTERNAL_ID.findall(b"\n".join(values))):
+    joined = b"\n".join(values)
+    candidates = set(_ID.findall(joined))
+    for inner in _METADATA.findall(joined):
+        candidates.update(_VALUE.findall(inner))
+    for raw in candidates:
         pseudonym = erasures.pseudonym_for(raw.decode("utf-8", "replace"))
         if pseudonym is not None:
             found[raw] = pseudonym
@@ -49,7 +58,7 @@ def scrub(records: Sequence[RecordLike], erasures: ErasureSet) -> tuple[Sequence
     changed = 0
     for record in records:
         value = record.value or b""
-        if any(b'"external_id":"' + raw + b'"' in value for raw in hits):
+        if any(b':"' + raw + b'"' in value for raw in hits):
             rewritten = _scrubbed(value, erasures)
             if rewritten is not None:
                 record = Record(record.topic, record.partition, record.offset, record.key, rewritten)
@@ -59,15 +68,12 @@ def scrub(records: Sequence[RecordLike], erasures: ErasureSet) -> tuple[Sequence
 
 
 def _scrubbed(value: bytes, erasures: ErasureSet) -> bytes | None:
-    """The record with its top-level externalId erased, or None when that id is not erased (the match was
-    elsewhere, e.g. in `metadata`) or the record is not a JSON object (ClickHouse will refuse it anyway)."""
+    """The record with the erasure applied, or None when it names no erased person (the value matched
+    elsewhere) or is not a JSON object (ClickHouse will refuse it anyway)."""
     try:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError:
         return None
-    external_id = doc.get("external_id") if isinstance(doc, dict) else None
-    pseudonym = erasures.pseudonym_for(external_id) if isinstance(external_id, str) else None
-    if pseudonym is None:
+    if not isinstance(doc, dict) or not erase_event(doc, erasures):
         return None
-    doc.update(external_id=pseudonym, display_name=None, user_id=None, user_name=None, user_resolution="erased")
     return orjson.dumps(doc)

@@ -153,7 +153,13 @@ class SinkService:
     def routes(self) -> list[web.RouteDef]:
         # The read API and page: in embedded mode only this process can open the store.
         run = readapi.client_runner(lambda: self.client, timeout_s=self.settings.read_query_timeout_s)
-        return readapi.routes(run, self.db, token=self.settings.read_api_token, pool=self._read_pool)
+        return readapi.routes(
+            run,
+            self.db,
+            token=self.settings.read_api_token,
+            pool=self._read_pool,
+            stale_after_s=self.settings.stale_connection_s,
+        )
 
     async def run(self) -> None:
         self._run_finished = finished = asyncio.Event()

@@ -1,10 +1,12 @@
-// The usage page: customers → rooms → sessions → participants, and a bar chart of participant
-// minutes per customer per day. Plain JS, no build step, no library: everything comes from the read
-// API on this origin. Data is only ever put into the page as text (textContent), never as HTML.
+// The usage page: who is in a room right now (refreshed every few seconds), customers → rooms →
+// sessions → participants, and a bar chart of participant minutes per customer per day. Plain JS, no
+// build step, no library: everything comes from the read API on this origin. Data is only ever put
+// into the page as text (textContent), never as HTML.
 "use strict";
 
 const TOKEN_KEY = "whereby-read-api-token";
 const UNRESOLVED = "(unresolved)";
+const LIVE_REFRESH_MS = 5000;
 const PALETTE = ["#2456d6", "#e8833a", "#2a9d8f", "#c0392b", "#8e44ad", "#7f8c8d", "#d4a017", "#16a085", "#d35400", "#34495e"];
 
 const $ = (id) => document.getElementById(id);
@@ -347,10 +349,97 @@ async function loadChart() {
   drawChart(doc.results);
 }
 
+// ------------------------------------------------------------------------------------ live rooms
+
+// Seconds as "4 min 5 s" (negative: the host was there first).
+function gap(seconds) {
+  if (seconds === null || seconds === undefined) return "–";
+  const sign = seconds < 0 ? "−" : "";
+  const s = Math.round(Math.abs(seconds));
+  return sign + (s >= 60 ? Math.floor(s / 60) + " min " + (s % 60) + " s" : s + " s");
+}
+
+function cellList(items) {
+  const td = document.createElement("td");
+  for (const item of items) {
+    const div = document.createElement("div");
+    div.textContent = item.text;
+    if (item.className) div.className = item.className;
+    td.append(div);
+  }
+  return td;
+}
+
+function textCell(value, className) {
+  const td = document.createElement("td");
+  td.textContent = value;
+  if (className) td.className = className;
+  return td;
+}
+
+// One row per room: its sessions' arrival times, and the people in it (stale connections, open far
+// longer than any meeting, are listed apart: their `left` was most likely lost).
+function drawLive(doc) {
+  const body = $("live").tBodies[0];
+  body.replaceChildren();
+  if (!doc.results.length) {
+    const tr = document.createElement("tr");
+    const td = textCell("Nobody is in a room right now.", "hint");
+    td.colSpan = 7;
+    tr.append(td);
+    body.append(tr);
+  }
+  for (const room of doc.results) {
+    const tr = document.createElement("tr");
+    tr.dataset.room = room.room_name;
+    if (!room.present) tr.className = "stale";
+    const sessions = room.sessions.length ? room.sessions : [{}];
+    tr.append(
+      textCell(room.room_name),
+      textCell(customerLabel(room.customer_id, room.customer_name)),
+      cellList(sessions.map((s) => ({ text: when(s.started_at) }))),
+      cellList(sessions.map((s) => ({ text: when(s.first_host_joined_at) }))),
+      cellList(sessions.map((s) => ({ text: when(s.first_guest_joined_at) }))),
+      cellList(sessions.map((s) => ({ text: gap(s.host_after_guest_s), className: s.host_after_guest_s > 0 ? "late" : "" }))),
+      cellList(
+        room.participants.map((p) => ({
+          text:
+            [text(p.display_name), p.role_name || p.party, p.user_id || p.user_key || p.external_id].filter(Boolean).join(" · ") +
+            " — since " + when(p.joined_at) + (p.stale ? " (stale)" : ""),
+          className: p.stale ? "stale" : "",
+        })),
+      ),
+    );
+    body.append(tr);
+  }
+  const present = doc.results.reduce((n, r) => n + r.present, 0);
+  const stale = doc.results.reduce((n, r) => n + r.stale, 0);
+  $("live-note").textContent =
+    `${present} in ${doc.results.filter((r) => r.present).length} rooms as of ${when(doc.as_of)}` +
+    (stale ? `; ${stale} stale (open over ${Math.round(doc.stale_after_s / 3600)} h)` : "") +
+    (doc.truncated ? "; list cut short" : "") + ". Refreshed every few seconds.";
+  $("live").dataset.loaded = "true";
+}
+
+// Its own errors go in its own note: a refresh every few seconds must not clear the page's error box.
+let liveBusy = false;
+async function loadLive() {
+  if (liveBusy || document.hidden) return; // no pile-up, nothing while the tab is hidden
+  liveBusy = true;
+  try {
+    drawLive(await api("live/rooms"));
+  } catch (err) {
+    $("live-note").textContent = "Could not refresh: " + (err.message || String(err));
+  } finally {
+    liveBusy = false;
+  }
+}
+
 // ------------------------------------------------------------------------------------------ start
 
 function refresh() {
   state.trail = [];
+  loadLive();
   guarded(loadChart);
   show();
 }
@@ -368,4 +457,5 @@ document.addEventListener("DOMContentLoaded", () => {
     refresh();
   });
   refresh();
+  setInterval(loadLive, LIVE_REFRESH_MS);
 });

@@ -213,10 +213,10 @@ async def test_report_usage_reads_the_running_read_api(pipeline: Pipeline) -> No
     )
     assert code == 0, err
     assert list(csv.reader(io.StringIO(out))) == [
-        ["customer_id", "external_id", "user_id", "user_name", "participant_minutes", "assistant_minutes",
-         "open_connections", "incomplete_connections", "sessions"],
-        ["c-acme", "ext-ada", "u-ada", "", "11", "0", "0", "0", "1"],
-        ["c-acme", "ext-bob", "u-bob", "", "2", "0", "0", "0", "1"],
+        ["customer_id", "user_key", "user_source", "external_id", "user_id", "user_name", "participant_minutes",
+         "assistant_minutes", "open_connections", "incomplete_connections", "sessions"],
+        ["c-acme", "ext-ada", "externalId", "ext-ada", "u-ada", "", "11", "0", "0", "0", "1"],
+        ["c-acme", "ext-bob", "externalId", "ext-bob", "u-bob", "", "2", "0", "0", "0", "1"],
     ]  # fmt: skip
 
     code, out, err = await _cli("report", "usage", "--api", pipeline.url, "--by", "room", "--from", "yesterday")

@@ -112,6 +112,9 @@ async def test_the_page_shows_usage_and_drills_down_to_participants(pipeline: Pi
         "2026-01-01"
     }
     assert await page.locator("#legend li").all_inner_texts() == ["Acme (c-acme)", "(unresolved)"]
+    # Every meeting has ended: the live section says nobody is in a room.
+    await page.wait_for_selector("#live[data-loaded='true']")
+    assert await page.locator("#live tbody td").all_inner_texts() == ["Nobody is in a room right now."]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "usage-page.png"), full_page=True)
 
@@ -175,3 +178,64 @@ async def test_the_page_asks_for_the_token_and_keeps_it_out_of_the_page(browser:
         assert (await _rows(page))[0][:2] == ["X (c-x)", "4"]
         assert await page.is_hidden("#auth")
         assert token not in await page.content()
+
+
+class _LiveStub:
+    """A read API whose store has one room with a late host and one with a stale connection: the live
+    query gets rows in the shape the live view returns, every other query none."""
+
+    name = "stub"
+
+    def __init__(self) -> None:
+        from datetime import datetime
+
+        def person(room: str, pid: str, role: str, party: str, stale: int, **kw: Any) -> dict[str, Any]:
+            return {
+                "as_of": datetime(2026, 1, 1, 10, 0), "room_name": room, "customer_id": "c-acme",
+                "customer_name": "Acme", "participant_id": pid, "connection_id": "e-" + pid, "session_key": "s-1",
+                "room_session_id": "s-1", "display_name": pid.title(), "role_name": role, "role_class": "human",
+                "party": party, "external_id": None, "user_key": "u-" + pid, "user_source": "externalId",
+                "user_id": None, "user_name": None, "joined_at": datetime(2026, 1, 1, 9, 50), "open_s": 600,
+                "stale": stale, "session_started_at": datetime(2026, 1, 1, 9, 51),
+                "first_host_joined_at": datetime(2026, 1, 1, 9, 54, 5),
+                "first_guest_joined_at": datetime(2026, 1, 1, 9, 50), **kw,
+            }  # fmt: skip
+
+        rows = [
+            person("/acme-standup", "ada", "visitor", "guest", 0),
+            person("/acme-standup", "hal", "host", "host", 0),
+            person("/acme-old", "zed", "visitor", "guest", 1, session_key=None, room_session_id=None),
+        ]
+
+        def run(sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+            return rows if "live_connections" in sql else []
+
+        self._routes = readapi.routes(run, "whereby")
+
+    def ready(self) -> bool:
+        return True
+
+    def routes(self) -> list[web.RouteDef]:
+        return self._routes
+
+
+async def test_the_page_shows_who_is_in_a_room_now_and_whether_the_host_was_late(browser: Any) -> None:
+    async with TestServer(build_app(_LiveStub()), host="127.0.0.1") as server:  # type: ignore[arg-type]
+        page, errors = await _open(browser, str(server.make_url("/")))
+        await page.wait_for_selector("#live[data-loaded='true']")
+        standup = page.locator("#live tr[data-room='/acme-standup'] td")
+        cells = await standup.all_inner_texts()
+        assert cells[:2] == ["/acme-standup", "Acme (c-acme)"]
+        assert cells[3:6] == ["2026-01-01 09:54:05 UTC", "2026-01-01 09:50:00 UTC", "4 min 5 s"]
+        assert cells[6].splitlines() == [
+            "Ada · visitor · u-ada — since 2026-01-01 09:50:00 UTC",
+            "Hal · host · u-hal — since 2026-01-01 09:50:00 UTC",
+        ]
+        assert await page.locator("#live tr[data-room='/acme-standup'] div.late").count() == 1
+        old = page.locator("#live tr[data-room='/acme-old']")
+        assert await old.get_attribute("class") == "stale"
+        assert (await old.locator("td").all_inner_texts())[6].endswith("(stale)")
+        assert (await page.inner_text("#live-note")).startswith("2 in 1 rooms as of 2026-01-01 10:00:00 UTC; 1 stale")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "usage-live.png"), full_page=True)
+        assert errors == []

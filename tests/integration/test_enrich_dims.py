@@ -47,7 +47,7 @@ async def test_load_list_and_delete(settings: Settings, tmp_path: Path) -> None:
     listing = io.StringIO()
     assert await list_dimensions(settings, users=True, jsonl=False, out=listing) == 0
     assert listing.getvalue().splitlines()[:4] == [
-        "2 customers, 3 prefixes, 2 users (dimension version 4)",
+        "2 customers, 3 prefixes, 2 users (dimension version 4); user ids from externalId (USER_ID_SOURCE)",
         "customer_id  name       room_name_prefixes",
         "c-acme       Acme       acme- acme2-",
         "c-labs       Acme Labs  acme-labs-",

@@ -34,14 +34,17 @@ pytestmark = pytest.mark.integration
 TOKEN = "t0k3n-for-the-fuzzer-0123456789"
 # The parameters each endpoint takes (anything else is a 400 of its own, which the fuzzer also sends).
 PAGED = ["sortBy", "cursor", "limit"]
+GROUPED = ["group_by", "group_limit"]
 ALLOWED = {
-    "/usage/customers": ["from", "to"],
+    "/usage/customers": ["from", "to", *GROUPED],
     "/usage/customer-days": ["from", "to", "customer_id", "unresolved"],
-    "/usage/users": ["from", "to", "customer_id", "unresolved"],
+    "/usage/users": ["from", "to", "customer_id", "unresolved", *GROUPED],
+    "/live/rooms": ["customer_id", "unresolved"],
+    "/sessions/arrivals": ["from", "to", "customer_id", "unresolved", "cursor", "limit"],
     "/usage/rooms": ["from", "to", "customer_id", "unresolved"],
     "/insights/rooms": ["roomNamePrefix", "customer_id", "unresolved", *PAGED],
     "/insights/room-sessions": ["roomName", "roomSessionId", *PAGED],
-    "/insights/participants": ["roomSessionId", "externalId", "userId", *PAGED],
+    "/insights/participants": ["roomSessionId", "externalId", "userId", "userKey", *PAGED],
     "/archive/raw": ["from", "to", "cursor", "limit"],
 }
 # aiohttp reads request lines of up to 8,190 bytes (its `max_line_size`); the method and version take a few.
@@ -165,6 +168,9 @@ VALUES = st.one_of(
     ISO,
     cursors(),
     st.sampled_from(["true", "false", "", "roomName:asc", "totalSessions:desc", "joinedAt:sideways", "acme-"]),
+    # group_by: a metadata key, then anything after the prefix (quotes, placeholders, control characters).
+    st.builds(lambda key: "metadata." + key, st.text(max_size=70)),
+    st.sampled_from(["metadata.plan", "metadata.", "metadata.{group_key:String}", "plan", "metadata.a'b"]),
 )
 
 

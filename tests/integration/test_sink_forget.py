@@ -67,7 +67,7 @@ def without_names(summary: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for part, found in summary.items():
         if isinstance(found, list):
-            kept = [{k: v for k, v in row.items() if k not in ("user_id", "external_id", "user_name")} for row in found]
+            kept = [{k: v for k, v in row.items() if k not in ("user_id", "external_id", "user_name", "user_key")} for row in found]
             found = sorted(kept, key=repr)
         out[part] = found
     return out
@@ -145,3 +145,64 @@ def test_events_enriched_before_the_erasure_are_scrubbed_on_their_way_in(engine:
     assert mentions(client, db, NAME) == {}
     assert rows(client, f"SELECT count() AS n FROM {db}.connections WHERE external_id = {{p:String}}", p=PSEUDONYM)
     assert rows(client, f"SELECT count() AS n FROM {db}.events WHERE external_id = 'ada'")[0]["n"] == 0
+
+
+def test_an_id_taken_from_metadata_is_erased_as_user_key_and_in_every_metadata_value(
+    engine: tuple[Client, str],  # noqa: F811
+) -> None:
+    """USER_ID_SOURCE=metadata:userId: Ada's id is her user key and a metadata value, and Bob's metadata
+    names her as his inviter. Her id goes from every column (her name with it); Bob keeps his own."""
+    client, db = engine
+    room = f"/acme-{uuid.uuid4()}"
+    meta_id = "ada-7f3c9e"
+    docs = meeting(room)
+    for doc in docs:
+        if doc["participant_id"] == "p-ada":
+            doc.update(
+                external_id=None,
+                user_id=None,
+                user_key=meta_id,
+                user_source="metadata:userId",
+                display_name=NAME,
+                metadata={"userId": meta_id, "plan": "pro"},
+                metadata_raw=f'{{"userId":"{meta_id}","plan":"pro"}}',
+            )
+        elif doc["participant_id"] == "p-bob":
+            doc.update(metadata={"invitedBy": meta_id}, metadata_raw=f"invitedBy={meta_id}", display_name="Bob B")
+    write(client, db, records(docs))
+    before = usage(client, db, room)
+    assert mentions(client, db, meta_id) and mentions(client, db, NAME)
+
+    record = Erasure(erasure.subject(meta_id), PSEUDONYM)
+    dim = Record("dimensions", 0, 1, record.key.encode(), orjson.dumps(record.to_doc()))
+    batch = Batch(started=0.0, dimensions=[dim])
+    batch.track(dim)
+    ClickHouseWriter(client, db).write(batch)
+    derive(client, db)
+
+    assert mentions(client, db, meta_id) == {}
+    assert mentions(client, db, NAME) == {}
+    assert without_names(usage(client, db, room)) == without_names(before)
+    people = rows(
+        client,
+        f"SELECT DISTINCT participant_id, user_key, display_name, metadata, metadata_raw, user_resolution "
+        f"FROM {db}.events WHERE participant_id IN ('p-ada', 'p-bob') ORDER BY participant_id",
+    )
+    assert people == [
+        {
+            "participant_id": "p-ada",
+            "user_key": PSEUDONYM,
+            "display_name": None,
+            "metadata": {"userId": PSEUDONYM, "plan": "pro"},
+            "metadata_raw": None,
+            "user_resolution": "erased",
+        },
+        {
+            "participant_id": "p-bob",
+            "user_key": "bob",
+            "display_name": "Bob B",
+            "metadata": {"invitedBy": PSEUDONYM},
+            "metadata_raw": None,
+            "user_resolution": "external_id",
+        },
+    ]

@@ -598,10 +598,11 @@ async def test_the_usage_dashboard_runs_through_the_embedded_interface_as_grafan
     from tests.unit.test_deploy_grafana import GRAFANA, targets
 
     fills = {"$__fromTime": "toDateTime('2000-01-01 00:00:00')", "$__toTime": "toDateTime('2100-01-01 00:00:00')",
-             "${customer:singlequote}": "'c-acme', 'unresolved'", "whereby.": f"{sql.db}."}  # fmt: skip
+             "${customer:singlequote}": "'c-acme', 'unresolved'", "${metadata_key:singlequote}": "'plan'",
+             "${stale_s}": "21600", "whereby.": f"{sql.db}."}  # fmt: skip
     queries = [t["rawSql"] for _, t in targets("grafana-clickhouse-datasource")]
     usage = json.loads((GRAFANA / "dashboards" / "usage.json").read_text())
-    queries += [v["query"] for v in usage["templating"]["list"]]
+    queries += [v["query"] for v in usage["templating"]["list"] if v["type"] == "query"]
     assert queries
     for query in queries:
         for macro, value in fills.items():

@@ -100,10 +100,11 @@ def test_usage_sql_runs_on_the_real_schema(clickhouse_url: str) -> None:
     database = f"dash_{uuid.uuid4().hex[:10]}"
     store.migrate(client, database)
     fills = {"$__fromTime": "toDateTime('2026-01-01 00:00:00')", "$__toTime": "toDateTime('2026-02-01 00:00:00')",
-             "${customer:singlequote}": "'acme', 'unresolved'", "whereby.": f"{database}."}  # fmt: skip
+             "${customer:singlequote}": "'acme', 'unresolved'", "${metadata_key:singlequote}": "'plan'",
+             "${stale_s}": "21600", "whereby.": f"{database}."}  # fmt: skip
     queries = [t["rawSql"] for _, t in targets("grafana-clickhouse-datasource")]
     usage = json.loads((GRAFANA / "dashboards" / "usage.json").read_text())
-    queries += [v["query"] for v in usage["templating"]["list"]]
+    queries += [v["query"] for v in usage["templating"]["list"] if v["type"] == "query"]
     assert any("usage_by_customer_day" in q and "participant_minutes" in q for q in queries)
     for sql in queries:
         for macro, value in fills.items():
@@ -118,3 +119,19 @@ def test_sre_dashboard_shows_replication_and_rebalances() -> None:
     for needed in ("whereby:kafka_under_replicated_partitions:count", "whereby_kafka_partition_in_sync_replicas",
                    "whereby_consumer_rebalances_total", "whereby_consumer_assigned_partitions"):  # fmt: skip
         assert needed in text, needed
+
+
+def test_usage_dashboard_splits_minutes_by_a_metadata_key_and_shows_live_occupancy() -> None:
+    """Issue 18: minutes by a metadata key (a variable listing the keys seen), who is in a room now, and
+    sessions whose guests waited for the host."""
+    usage = json.loads((GRAFANA / "dashboards" / "usage.json").read_text())
+    variables = {v["name"]: v for v in usage["templating"]["list"]}
+    assert "mapKeys(metadata)" in variables["metadata_key"]["query"]
+    assert variables["stale_s"]["type"] == "constant"
+    sql = {p["title"]: " ".join(t["rawSql"] for t in p.get("targets", [])) for p in usage["panels"]}
+    by_key = [q for title, q in sql.items() if "${metadata_key}" in title]
+    assert by_key and all("usage_by_metadata_period" in q and "${metadata_key:singlequote}" in q for q in by_key)
+    live = [q for q in sql.values() if "whereby.live_connections" in q]
+    assert len(live) >= 3 and all("${stale_s}" in q for q in live)
+    assert any("host_after_guest_s" in q for q in sql.values())
+    assert usage["refresh"]  # live panels refresh by themselves

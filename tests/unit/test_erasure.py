@@ -157,6 +157,28 @@ def test_other_people_are_enriched_as_before_and_a_withdrawn_erasure_stops_apply
     assert enrich(joined(ADA), {}, table, now_ms=NOW)["external_id"] == ADA
 
 
+def test_an_id_taken_from_metadata_is_erased_as_user_key_and_as_a_metadata_value() -> None:
+    """USER_ID_SOURCE=metadata:userId: the erased id is the user key; someone else naming it in their
+    metadata keeps their own name and user, only that value goes."""
+    table = dims()
+    table.apply(b"config:user_id_source", b'{"value": "metadata:userId"}', 10)
+    pseudonym = erasure.pseudonym(ADA, KEY)
+
+    def joined_with(metadata: str) -> bytes:
+        doc = event("room.client.joined", ROOM, 0, participant="p-1", metadata=metadata)
+        doc["data"]["displayName"] = "Ada Lovelace"
+        return body(doc)
+
+    own = enrich(joined_with(f'{{"userId": "{ADA}", "plan": "pro"}}'), {}, table, now_ms=NOW)
+    assert (own["user_key"], own["user_resolution"], own["display_name"]) == (pseudonym, "erased", None)
+    assert own["metadata"] == {"userId": pseudonym, "plan": "pro"} and own["metadata_raw"] is None
+    assert ADA not in orjson.dumps(own).decode()
+
+    other = enrich(joined_with(f'{{"userId": "ext-bob", "invitedBy": "{ADA}"}}'), {}, table, now_ms=NOW)
+    assert (other["user_key"], other["user_id"], other["display_name"]) == ("ext-bob", "u-bob", "Ada Lovelace")
+    assert other["metadata"] == {"userId": "ext-bob", "invitedBy": pseudonym} and other["metadata_raw"] is None
+
+
 def test_a_user_record_of_an_erased_person_is_not_kept_nor_loadable_again() -> None:
     table = dims()
     table.apply(b"user:ext-ada", b'{"user_id": "u-ada", "name": "Ada L"}', 11)
@@ -233,7 +255,7 @@ def enriched(external_id: str, *, metadata: dict[str, str] | None = None) -> byt
     )
 
 
-def test_scrub_rewrites_only_events_whose_own_external_id_is_erased() -> None:
+def test_scrub_rewrites_the_erased_persons_events_and_their_id_in_others_metadata() -> None:
     erased = erasure.ErasureSet()
     erased.add(erasure.subject(ADA), erasure.pseudonym(ADA, KEY))
     records = [
@@ -244,7 +266,7 @@ def test_scrub_rewrites_only_events_whose_own_external_id_is_erased() -> None:
 
     out, changed = scrub(records, erased)
 
-    assert changed == 1
+    assert changed == 2
     doc = orjson.loads(out[0].value or b"")
     assert (doc["external_id"], doc["display_name"], doc["user_id"], doc["user_name"], doc["user_resolution"]) == (
         erasure.pseudonym(ADA, KEY),
@@ -254,7 +276,14 @@ def test_scrub_rewrites_only_events_whose_own_external_id_is_erased() -> None:
         "erased",
     )
     assert (out[0].partition, out[0].offset) == (0, 1)  # same position: same insert token, same commit
-    assert out[1:] == records[1:]  # a match inside metadata names someone else's event: untouched
+    other = orjson.loads(out[1].value or b"")  # Bob's event naming Ada in its metadata: only that value goes
+    assert other["metadata"] == {"external_id": erasure.pseudonym(ADA, KEY)}
+    assert (other["external_id"], other["display_name"], other["user_resolution"]) == (
+        "ext-bob",
+        "Ada Lovelace",
+        "external_id",
+    )
+    assert out[2:] == records[2:]
     assert scrub(records, erasure.ErasureSet()) == (records, 0)  # nobody erased: the same list, no work
 
 

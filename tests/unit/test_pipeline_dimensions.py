@@ -72,32 +72,32 @@ def test_valid_records_and_tombstones_decode_to_typed_records() -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class Setting:
+class Note:
     name: str
     value: str
 
 
 @pytest.fixture
-def config_kind() -> Iterator[None]:
+def note_kind() -> Iterator[None]:
     """Another engineer's new kind of record: one decoder under its key prefix."""
 
-    def decode_config(ident: str, value: bytes | None) -> Setting:
+    def decode_note(ident: str, value: bytes | None) -> Note:
         if value is None:
-            raise DimensionError("config records cannot be deleted")
-        return Setting(ident, value.decode())
+            raise DimensionError("note records cannot be deleted")
+        return Note(ident, value.decode())
 
-    dimensions.DECODERS["config:"] = decode_config  # type: ignore[assignment]
+    dimensions.DECODERS["note:"] = decode_note  # type: ignore[assignment]
     try:
         yield
     finally:
-        del dimensions.DECODERS["config:"]
+        del dimensions.DECODERS["note:"]
 
 
-def test_a_new_kind_is_one_decoder_and_stages_without_a_use_for_it_pass_it_by(config_kind: None) -> None:
-    assert decode(b"config:retention", b"30d") == Setting("retention", "30d")
+def test_a_new_kind_is_one_decoder_and_stages_without_a_use_for_it_pass_it_by(note_kind: None) -> None:
+    assert decode(b"note:retention", b"30d") == Note("retention", "30d")
     table = DimensionTable()
-    table.apply(b"config:retention", b"30d", 41)
+    table.apply(b"note:retention", b"30d", 41)
     assert table.version == 42 and table.customers == {} and table.users == {}
-    assert dimension_row(b"config:retention", b"30d", 41) is None
+    assert dimension_row(b"note:retention", b"30d", 41) is None
     with pytest.raises(BadRow, match="cannot be deleted"):
-        dimension_row(b"config:retention", None, 42)
+        dimension_row(b"note:retention", None, 42)

@@ -103,7 +103,7 @@ async def test_bad_parameters_get_400_with_a_json_error(server: str) -> None:
         "/usage/customers?from=soon": "from must be an ISO date",
         "/insights/rooms?limit=0": "limit must be a whole number from 1 to 100",
         "/insights/rooms?limit=5&limit=6": "given more than once: limit",
-        "/insights/participants": "one of roomSessionId, externalId or userId is required",
+        "/insights/participants": "one of roomSessionId, externalId, userId or userKey is required",
         "/insights/rooms?cursor=garbage": "cursor is not valid",
         "/usage/users?nope=1": "unknown parameter(s): nope",
     }

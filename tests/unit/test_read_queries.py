@@ -68,7 +68,7 @@ def test_customer_id_and_the_unresolved_bucket_exclude_each_other() -> None:
 def test_required_insights_filters_are_checked() -> None:
     with pytest.raises(BadParameter, match="roomName is required"):
         queries.insights_room_sessions(DB, {})
-    with pytest.raises(BadParameter, match="one of roomSessionId, externalId or userId is required"):
+    with pytest.raises(BadParameter, match="one of roomSessionId, externalId, userId or userKey is required"):
         queries.insights_participants(DB, {"limit": "5"})
 
 
