@@ -33,7 +33,17 @@ KEY = "k3v9q2m7x1p8r4t6w0z5y2a9b3c7d1e4"
 ADA, ADA_NAME, ADA_REGISTERED = "ext-ada", "Ada Lovelace", "Ada Registered"
 PERSONAL = (ADA, ADA_NAME, ADA_REGISTERED, "u-ada", "ada@example.org")
 # Response fields that name a person: the only ones allowed to change.
-NAMING = {"external_id", "user_id", "user_name", "externalId", "userId", "userName", "displayName"}
+NAMING = {
+    "external_id",
+    "user_id",
+    "user_name",
+    "user_key",
+    "externalId",
+    "userId",
+    "userName",
+    "userKey",
+    "displayName",
+}
 
 
 def said(doc: dict[str, Any], name: str) -> dict[str, Any]:

@@ -62,12 +62,15 @@ def mentions(client: Client, db: str, text: str) -> dict[str, int]:
     return found
 
 
+NAMING = ("user_id", "external_id", "user_name", "user_key")
+
+
 def without_names(summary: dict[str, Any]) -> dict[str, Any]:
     """`usage()` without the columns that name a person, rows in a stable order: what must not change."""
     out: dict[str, Any] = {}
     for part, found in summary.items():
         if isinstance(found, list):
-            kept = [{k: v for k, v in row.items() if k not in ("user_id", "external_id", "user_name", "user_key")} for row in found]
+            kept = [{k: v for k, v in row.items() if k not in NAMING} for row in found]
             found = sorted(kept, key=repr)
         out[part] = found
     return out
