@@ -40,7 +40,17 @@ import orjson
 from clickhouse_connect.driver.client import Client
 
 from sink import metrics
-from sink.model import ENDED_GRACE_MS, Connection, Dims, Event, Session, derive
+from sink.model import (
+    ENDED_GRACE_MS,
+    Connection,
+    Dims,
+    Event,
+    ParticipantKey,
+    RoomModel,
+    Session,
+    derive,
+    previous_anchors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +95,7 @@ CONNECTION_COLUMNS = (
     "minutes",
     "sources",
     "dims_version",
+    "prev_anchor_at",
     "row_hash",
     "version",
     "deleted",
@@ -147,8 +158,9 @@ def _hash(values: Sequence[Any]) -> int:
     return int.from_bytes(hashlib.blake2b(doc, digest_size=8).digest(), "little")
 
 
-def connection_values(room: str, c: Connection) -> list[Any]:
-    """The row of `connection_rows` for one connection, without row_hash, version and deleted."""
+def connection_values(room: str, c: Connection, prev_anchor_ms: int | None = None) -> list[Any]:
+    """The row of `connection_rows` for one connection, without row_hash, version and deleted;
+    `prev_anchor_ms` is its participant's previous connection (model §9)."""
     d = c.dims
     return [
         room,
@@ -178,6 +190,7 @@ def connection_values(room: str, c: Connection) -> list[Any]:
         c.minutes,
         c.sources,
         c.dims_version,
+        _maybe_at(prev_anchor_ms),
     ]
 
 
@@ -354,6 +367,24 @@ WHERE room_name IN {{rooms:Array(String)}} AND {anchor} >= {_SINCE} AND NOT dele
             out[room][ident] = Existing(int(ms), int(row_hash), int(version))
         return out
 
+    def earlier_connections(
+        self, upto: Mapping[str, int], participants: Sequence[str]
+    ) -> dict[str, list[tuple[str, ParticipantKey, int]]]:
+        """Per room, the stored connections of `participants` anchored at or before the room's moment in
+        `upto` (epoch ms): (connection id, participant key, anchor ms). Few rows: rejoins."""
+        out: dict[str, list[tuple[str, ParticipantKey, int]]] = {room: [] for room in upto}
+        if not upto or not participants:
+            return out
+        sql = f"""
+SELECT room_name, connection_id, participant_id, customer_id, role_class, toUnixTimestamp64Milli(anchor_at)
+FROM {self.db}.connection_rows FINAL
+WHERE room_name IN {{rooms:Array(String)}} AND participant_id IN {{participants:Array(String)}} AND NOT deleted
+  AND anchor_at <= {_SINCE}"""
+        params = {**self._bounds(dict(upto)), "participants": list(participants)}
+        for room, ident, pid, cid, cls, ms in self._rows(sql, params, _FINAL):
+            out[room].append((ident, (pid, cid, cls or "human"), int(ms)))
+        return out
+
     def insert(self, table: str, columns: Sequence[str], rows: list[list[Any]]) -> None:
         if rows:
             self.client.insert(f"{self.db}.{table}", rows, column_names=list(columns))
@@ -404,11 +435,18 @@ def recompute(store: RoomStore, changed_from: Mapping[str, int], clock: VersionC
     version = clock.next(floor)
     connection_rows: list[list[Any]] = []
     session_rows: list[list[Any]] = []
+    models: dict[str, RoomModel] = {}
     for room, room_events in events.items():
         outcome.events += len(room_events)
-        model = derive(room_events, truncated=since[room] is not None)
+        models[room] = derive(room_events, truncated=since[room] is not None)
+    earlier = _earlier_anchors(store, models, since, old_connections)
+    for room, model in models.items():
+        prev = previous_anchors(model.connections, earlier.get(room))
         connection_rows += _changes(
-            [(c.connection_id, c.anchor_at, connection_values(room, c)) for c in model.connections],
+            [
+                (c.connection_id, c.anchor_at, connection_values(room, c, prev[c.connection_id]))
+                for c in model.connections
+            ],
             old_connections[room],
             model.context_ids,
             version,
@@ -429,6 +467,50 @@ def recompute(store: RoomStore, changed_from: Mapping[str, int], clock: VersionC
         outcome.deletes[table] = sum(1 for r in rows if r[-1])
         outcome.upserts[table] = len(rows) - outcome.deletes[table]
     return outcome
+
+
+# Participants per query when looking up earlier connections (bounds the query's parameter size).
+_PARTICIPANTS_PER_QUERY = 5000
+
+
+def _earlier_anchors(
+    store: RoomStore,
+    models: Mapping[str, RoomModel],
+    since: Mapping[str, int | None],
+    old_connections: Mapping[str, Mapping[str, Existing]],
+) -> dict[str, dict[ParticipantKey, int]]:
+    """For the truncated rooms: per participant key, the latest anchor among the stored connections that
+    stay as they are and precede the recomputed ones (model §9). A whole room needs none."""
+    upto: dict[str, int] = {}
+    participants: dict[str, set[str]] = {}
+    for room, model in models.items():
+        if since[room] is not None and model.connections:
+            upto[room] = model.connections[0].anchor_at  # sorted by anchor
+            participants[room] = {c.participant_id for c in model.connections}
+    out: dict[str, dict[ParticipantKey, int]] = {}
+    chunks: list[list[str]] = [[]]
+    size = 0
+    for room in upto:
+        if chunks[-1] and size + len(participants[room]) > _PARTICIPANTS_PER_QUERY:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(room)
+        size += len(participants[room])
+    for chunk in chunks:
+        if not chunk:
+            continue
+        pids = sorted(set().union(*(participants[room] for room in chunk)))
+        found = store.earlier_connections({room: upto[room] for room in chunk}, pids)
+        for room, rows in found.items():
+            model, old = models[room], old_connections[room]
+            recomputed = {c.connection_id for c in model.connections}
+            latest = out.setdefault(room, {})
+            for ident, key, anchor_ms in rows:
+                if ident in recomputed or (ident in old and ident not in model.context_ids):
+                    continue  # rewritten or deleted by this pass: not an earlier connection
+                if anchor_ms > latest.get(key, anchor_ms - 1):
+                    latest[key] = anchor_ms
+    return out
 
 
 def _changes(

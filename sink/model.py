@@ -15,6 +15,8 @@ the section numbers in the comments below point there. In short:
 4. Minutes are the duration rounded up to whole minutes, per connection (§5).
 5. Each human connection is a host's (roles `host`, `owner`, `member`) or a guest's (every other human
    role); a session knows when its first host and its first guest joined (§8).
+6. Each connection knows when the same participant's previous connection in the room (same customer,
+   same role class) was anchored, so a range counts its distinct participants without a set (§9).
 
 The function is deterministic in the *set* of events it is given: duplicates (same event id) and any
 delivery order give identical output, which is what makes the derived tables idempotent.
@@ -238,6 +240,34 @@ class RoomModel:
     sessions: list[Session]
     context_ids: set[str] = field(default_factory=set)
     context_sessions: set[str] = field(default_factory=set)
+
+
+# A participant's previous connection is looked up by (participant id, customer id, role class).
+ParticipantKey = tuple[str, str | None, str]
+
+
+def participant_key(c: Connection) -> ParticipantKey:
+    """The key `previous_anchors` follows a participant by (§9)."""
+    return (c.participant_id, c.dims.customer_id, c.dims.role_class or "human")
+
+
+def previous_anchors(
+    connections: Iterable[Connection], earlier: Mapping[ParticipantKey, int] | None = None
+) -> dict[str, int | None]:
+    """§9: per connection id, the anchor of the same participant's previous connection in the room under
+    the same customer and role class (None: it is their first), in (anchor, connection id) order.
+
+    `earlier` holds, per key, the latest anchor of the stored connections that precede these (the part
+    of a truncated room that is not recomputed). A range [from, to) then has exactly as many distinct
+    participants as connections anchored in it whose previous anchor is None or before `from`.
+    """
+    last: dict[ParticipantKey, int] = dict(earlier or {})
+    out: dict[str, int | None] = {}
+    for c in sorted(connections, key=lambda c: (c.anchor_at, c.connection_id)):
+        key = participant_key(c)
+        out[c.connection_id] = last.get(key)
+        last[key] = c.anchor_at
+    return out
 
 
 def minutes_of(duration_ms: int) -> int:

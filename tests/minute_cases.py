@@ -274,6 +274,40 @@ def _cases() -> list[Case]:
             other={"january_minutes": 30, "february_minutes": 0},
         )
     )
+    # §9: alone in the room, leaves (known empty) and rejoins with the same participantId two hours later:
+    # the second connection can be derived in a later window than the first (more than ENDED_GRACE_MS
+    # after the room was known empty), and the participant is still one.
+    cases.append(
+        Case(
+            "rejoin after the room was known empty",
+            [
+                webhook(J, ROOM, 0, pid="p-ada", session="s1", ext="ext-ada", n=1),
+                webhook(L, ROOM, 10, pid="p-ada", session="s1", ext="ext-ada", n=0),
+                webhook(J, ROOM, 130, pid="p-ada", session="s2", ext="ext-ada", n=1),
+                webhook(L, ROOM, 140.5, pid="p-ada", session="s2", ext="ext-ada", n=0),
+            ],
+            {("p-ada", 0): (10, "left"), ("p-ada", 130): (11, "left")},
+            {"c-acme": 21},
+            {("c-acme", "ext-ada"): 21},
+            other={"unique_participants": 1},
+        )
+    )
+    # §9: the same participant either side of midnight (UTC): one participant in each day, one in the month.
+    late = datetime(2026, 1, 14, 23, 50, tzinfo=UTC)
+    cases.append(
+        Case(
+            "rejoin across midnight",
+            [
+                webhook(J, GLOBEX, late, pid="p-fay", session="s6", n=1),
+                webhook(L, GLOBEX, late + timedelta(minutes=5), pid="p-fay", session="s6", n=0),
+                webhook(J, GLOBEX, late + timedelta(minutes=20), pid="p-fay", session="s7", n=1),
+                webhook(L, GLOBEX, late + timedelta(minutes=30), pid="p-fay", session="s7", n=0),
+            ],
+            {("p-fay", late): (5, "left"), ("p-fay", late + timedelta(minutes=20)): (10, "left")},
+            {"c-globex": 15},
+            other={"unique_participants": 1, "unique_participant_days": 2},
+        )
+    )
     # §3: no left, no session end, the room never known empty: open, no minutes, counted.
     cases.append(
         Case(

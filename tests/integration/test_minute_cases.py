@@ -120,9 +120,11 @@ def check(client: Client, db: str, case: Case) -> None:
             per_user[key] = per_user.get(key, 0) + r["participant_minutes"]
         assert {k: v for k, v in per_user.items() if v or k in case.users} == case.users
 
+    check_unique_participants(client, db)
     totals = {
         name: sum(r[name] for r in customers.values())
         for name in (
+            "unique_participants",
             "recorder_minutes",
             "assistant_minutes",
             "captioner_minutes",
@@ -135,6 +137,9 @@ def check(client: Client, db: str, case: Case) -> None:
     for name, value in case.other.items():
         if name in totals:
             assert totals[name] == value, name
+        elif name == "unique_participant_days":
+            [found] = rows(client, f"SELECT sum(unique_participants) AS n FROM {db}.usage_by_customer_day")
+            assert found["n"] == value, name
         elif name == "s1_participant_minutes":
             [s1] = rows(client, f"SELECT participant_minutes FROM {db}.room_sessions WHERE room_session_id = 's1'")
             assert s1["participant_minutes"] == value
@@ -150,3 +155,37 @@ def check(client: Client, db: str, case: Case) -> None:
             assert int(found[0]["m"] or 0) == value, name
         else:
             raise AssertionError(f"unknown expectation {name}")
+
+
+def check_unique_participants(client: Client, db: str) -> None:
+    """§9: the views count distinct participants from each connection's previous anchor; a distinct count
+    over the connections themselves is the oracle, per customer over all time and over a range that
+    starts mid-case, per customer and day, and per room."""
+    human = "uniqExactIf(participant_id, role_class = 'human')"
+    period = "from = toDateTime64({low:String}, 3, 'UTC'), to = toDateTime64({high:String}, 3, 'UTC')"
+    for low in (ALL_TIME["low"], minute_cases.iso(minute_cases.at(20))[:19].replace("T", " ")):
+        bounds = {"low": low, "high": ALL_TIME["high"]}
+        where = "anchor_at >= toDateTime64({low:String}, 3, 'UTC')"
+        oracle = {
+            r["customer_id"]: r["n"]
+            for r in rows(
+                client,
+                f"SELECT customer_id, {human} AS n FROM {db}.connections WHERE {where} GROUP BY customer_id",
+                **bounds,
+            )
+        }
+        views = {
+            r["customer_id"]: r["unique_participants"]
+            for r in rows(client, f"SELECT * FROM {db}.usage_by_customer_period({period})", **bounds)
+            if r["participant_minutes"] or r["unique_participants"] or r["customer_id"] in oracle
+        }
+        assert views == {k: v for k, v in oracle.items()}, low
+    by_day = rows(
+        client,
+        f"SELECT toDate(anchor_at) AS day, customer_id, {human} AS n FROM {db}.connections GROUP BY day, customer_id",
+    )
+    views_by_day = rows(client, f"SELECT day, customer_id, unique_participants AS n FROM {db}.usage_by_customer_day")
+    assert sorted(map(repr, views_by_day)) == sorted(map(repr, by_day))
+    by_room = rows(client, f"SELECT room_name, {human} AS n FROM {db}.connections GROUP BY room_name")
+    views_by_room = rows(client, f"SELECT room_name, unique_participants AS n FROM {db}.rooms")
+    assert sorted(map(repr, views_by_room)) == sorted(map(repr, by_room))
