@@ -10,7 +10,8 @@ the section numbers in the comments below point there. In short:
    session that started after its join before the room was next known empty (§2). Session events
    without a `roomSessionId` belong to the session running at that moment (§2b).
 3. Without its `left` it ends at its session's end; else at the last event of the room before the room
-   was next known empty (estimated: a lower bound); else it is open and adds nothing (§3). A `left`
+   was next known empty (estimated: a lower bound); else it is open and adds nothing; and never after
+   the same participant's next join (then: the last event before that join, estimated) (§3). A `left`
    without its `joined` is incomplete and adds nothing (§4).
 4. Minutes are the duration rounded up to whole minutes, per connection (§5).
 5. Each human connection is a host's (roles `host`, `owner`, `member`) or a guest's (every other human
@@ -470,23 +471,24 @@ def _edges(events: Sequence[Event]) -> list[_Edge]:
     return edges
 
 
-def _pairs(edges: Sequence[_Edge]) -> list[tuple[_Edge | None, _Edge | None]]:
+def _pairs(edges: Sequence[_Edge]) -> list[tuple[_Edge | None, _Edge | None, _Edge | None]]:
     """§1: each joined with the next left by time; a joined followed by another joined lost its left, a
-    left without a joined before it lost its join."""
-    out: list[tuple[_Edge | None, _Edge | None]] = []
+    left without a joined before it lost its join. The third item is, for a joined that lost its left,
+    the same participant's next joined (§3: the connection ended before it)."""
+    out: list[tuple[_Edge | None, _Edge | None, _Edge | None]] = []
     open_join: _Edge | None = None
     for edge in edges:
         if edge.kind == JOINED:
             if open_join is not None:
-                out.append((open_join, None))
+                out.append((open_join, None, edge))
             open_join = edge
         elif open_join is not None:
-            out.append((open_join, edge))
+            out.append((open_join, edge, None))
             open_join = None
         else:
-            out.append((None, edge))
+            out.append((None, edge, None))
     if open_join is not None:
-        out.append((open_join, None))
+        out.append((open_join, None, None))
     return out
 
 
@@ -533,10 +535,12 @@ def derive(events: Iterable[Event], *, truncated: bool = False) -> RoomModel:
         if e.event_type in CLIENT_EDGES and e.participant_id:
             by_participant.setdefault(e.participant_id, []).append(e)
 
+    times = [e.at for e in ordered]
     connections: list[Connection] = []
     for participant, own in by_participant.items():
-        for join, left in _pairs(_edges(own)):
-            connection = _connection(participant, join, left, sessions, episodes, episode_of)
+        for join, left, rejoin in _pairs(_edges(own)):
+            cap = None if rejoin is None else _last_event_before(ordered, times, rejoin.at)
+            connection = _connection(participant, join, left, cap, sessions, episodes, episode_of)
             if connection.connection_id not in skipped:
                 connections.append(connection)
 
@@ -556,10 +560,17 @@ def derive(events: Iterable[Event], *, truncated: bool = False) -> RoomModel:
     return RoomModel(connections, out_sessions, skipped, context_sessions)
 
 
+def _last_event_before(ordered: Sequence[Event], times: Sequence[int], at: int) -> int | None:
+    """The time of the room's last event strictly before `at` (None: there is none)."""
+    i = bisect.bisect_left(times, at)
+    return ordered[i - 1].at if i > 0 else None
+
+
 def _connection(
     participant: str,
     join: _Edge | None,
     left: _Edge | None,
+    cap: int | None,
     sessions: _Sessions,
     episodes: Sequence[_Episode],
     episode_of: Mapping[str, int],
@@ -597,6 +608,11 @@ def _connection(
         ended_at, end_source = max(join.at, last.at if last is not None else join.at), "estimated"
     else:
         ended_at, end_source = None, "open"
+    if join is not None and left is None and cap is not None and (ended_at is None or ended_at > cap):
+        # §3: the same participant joined again, so this stay ended before that join; its lost `left` is
+        # estimated, like a room known empty, by the last event of the room before the rejoin (never
+        # before its own join). Without this the stay would overlap the rejoin and be charged twice.
+        ended_at, end_source = max(join.at, cap), "estimated"
     duration = None if ended_at is None or joined_at is None else max(0, ended_at - joined_at)
     kinds = {e.source == SOURCE_INSIGHTS for e in events}
     return Connection(

@@ -169,6 +169,55 @@ def _cases() -> list[Case]:
             other={"estimated_connections": 1, "sessions": 2},
         )
     )
+    # §3: a lost `left`, then the same participant id joins again before the session ends: the first stay
+    # ended before the rejoin, at the last event of the room before it (bob's join at 5), not at the
+    # session end (which would have charged 56 + 10 minutes for a participant Whereby counts 20).
+    cases.append(
+        Case(
+            "lost left, the same participant rejoins before the session end",
+            [
+                webhook(J, ROOM, -5, pid="p-host", session="s1", n=1),
+                webhook(S, ROOM, -5, session="s1"),
+                webhook(J, ROOM, 0, pid="p-ada", session="s1", ext="ext-ada", n=2),
+                webhook(J, ROOM, 5, pid="p-bob", session="s1", ext="ext-bob", n=3),
+                # ada's left (at 10) is lost
+                webhook(J, ROOM, 30, pid="p-ada", session="s1", ext="ext-ada", n=3),
+                webhook(L, ROOM, 40, pid="p-ada", session="s1", ext="ext-ada", n=2),
+                webhook(L, ROOM, 50, pid="p-bob", session="s1", ext="ext-bob", n=1),
+                webhook(L, ROOM, 55, pid="p-host", session="s1", n=0),
+                webhook(E, ROOM, 56, session="s1"),
+            ],
+            {
+                ("p-host", -5): (60, "left"),
+                ("p-ada", 0): (5, "estimated"),
+                ("p-bob", 5): (45, "left"),
+                ("p-ada", 30): (10, "left"),
+            },
+            {"c-acme": 120},
+            {("c-acme", "ext-ada"): 15, ("c-acme", "ext-bob"): 45, ("c-acme", None): 60},
+            other={"estimated_connections": 1, "sessions": 1},
+        )
+    )
+    # §3: the same, with no session end: the room's known-empty estimate (bob's left at 35) would overlap
+    # the rejoin too; the rejoin caps the first stay at the last event before it (the session start at 3).
+    cases.append(
+        Case(
+            "lost left, the same participant rejoins, no session end",
+            [
+                webhook(J, ROOM, 0, pid="p-ada", ext="ext-ada", n=1),
+                webhook(J, ROOM, 3, pid="p-bob", session="s1", ext="ext-bob", n=2),
+                webhook(S, ROOM, 3, session="s1"),
+                # ada's left is lost
+                webhook(J, ROOM, 30, pid="p-ada", session="s1", ext="ext-ada", n=2),
+                webhook(L, ROOM, 35, pid="p-bob", session="s1", ext="ext-bob", n=1),
+                webhook(L, ROOM, 40, pid="p-ada", session="s1", ext="ext-ada", n=0),
+            ],
+            {("p-ada", 0): (3, "estimated"), ("p-bob", 3): (32, "left"), ("p-ada", 30): (10, "left")},
+            {"c-acme": 45},
+            {("c-acme", "ext-ada"): 13, ("c-acme", "ext-bob"): 32},
+            other={"estimated_connections": 1, "sessions": 1},
+        )
+    )
     # §2b: session events without a roomSessionId belong to the session running at that moment.
     cases.append(
         Case(
