@@ -54,7 +54,10 @@ async def test_a_room_through_kafka_appears_live_then_leaves_minutes_by_plan_and
     )
     room, session = f"/livee2e-{uuid.uuid4()}", str(uuid.uuid4())
     now = datetime.now(UTC).replace(microsecond=0)
-    ago = lambda s: now - timedelta(seconds=s)  # noqa: E731
+
+    def ago(seconds: float) -> datetime:
+        return now - timedelta(seconds=seconds)
+
     guest = {"external_id": "ext-guest", "metadata": '{"plan": "pro"}'}
     host = {"external_id": "ext-host", "metadata": "plan=team", "role": "host"}
     arriving = [
