@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -115,3 +116,47 @@ async def test_replay_moves_usage_to_a_customer_registered_after_its_meetings(
     assert usage_after["c-newco"] == 14
     assert usage_after["c-acme"] == usage_before["c-acme"] == 14
     assert sum(usage_after.values()) == sum(usage_before.values())
+
+
+async def test_a_partial_replay_moves_a_connection_whole_never_split(settings: Settings) -> None:
+    """`replay --from` between a connection's join and its left re-enriches only the left; the connection
+    still moves to the new customer whole (the newest enrichment of any of its events decides it,
+    `sink/VIEWS.md` §6), never half under each customer."""
+    room = f"/later-{uuid.uuid4()}"
+    events = meeting(room, users=("ext-l1", "ext-l2"))
+    now = int(time.time() * 1000)
+    # Received an hour ago: both joins and the session start; received now: both lefts and the end.
+    await produce_raw(settings, [body(d) for d in events[:3]], timestamp_ms=now - 3_600_000)
+    await produce_raw(settings, [body(d) for d in events[3:]], timestamp_ms=now)
+
+    async with Running(SinkService(settings)) as sink, Running(EnrichService(settings)):
+        client, db = sink.service.client, settings.clickhouse_database
+
+        def rows() -> list[tuple[str, str | None, int | None]]:
+            found = store.query_dicts(
+                client,
+                f"SELECT participant_id, customer_id, seconds FROM {db}.connections WHERE room_name = {{room:String}} "
+                "ORDER BY participant_id",
+                {"room": room},
+            )
+            return [(r["participant_id"], r["customer_id"], r["seconds"]) for r in found]
+
+        def minutes() -> dict[str | None, int]:
+            found = store.query_dicts(
+                client,
+                f"SELECT customer_id, sum(participant_minutes) AS m FROM {db}.usage_by_customer_day "
+                "GROUP BY customer_id",
+            )
+            return {r["customer_id"]: int(r["m"]) for r in found if int(r["m"])}
+
+        await wait_for(lambda: asyncio.to_thread(lambda: rows() == [("p-1", None, 610), ("p-2", None, 125)]))
+        await publish_dimensions(
+            settings,
+            [("customer:c-later", {"customer_id": "c-later", "name": "Later", "room_name_prefixes": ["later-"]})],
+        )
+        summary = await replay(settings, since_ms=now - 60_000, source="topic")
+        await wait_for(lambda: asyncio.to_thread(lambda: rows() == [("p-1", "c-later", 610), ("p-2", "c-later", 125)]))
+        await derived(client, db)
+        assert await asyncio.to_thread(minutes) == {"c-later": 14}
+
+    assert summary.read == 3  # only what arrived since: the two lefts and the session end
