@@ -32,12 +32,22 @@ def _schema(args: argparse.Namespace) -> int:
         deriver.load()
         started = time.monotonic()
 
+        # On a terminal one line counts up; elsewhere (an init container's log, a CI job) a line every 5 s,
+        # since a log collector shows nothing of a line until its newline.
+        tty = sys.stderr.isatty()
+        last = [started]
+
         def progress(done: int, total: int) -> None:
-            print(f"\rderiving connections: {done:,}/{total:,} rooms", end="", file=sys.stderr, flush=True)
+            if tty:
+                print(f"\rderiving connections: {done:,}/{total:,} rooms", end="", file=sys.stderr, flush=True)
+            elif time.monotonic() - last[0] >= 5 or done == total:
+                last[0] = time.monotonic()
+                print(f"deriving connections: {done:,}/{total:,} rooms", file=sys.stderr, flush=True)
 
         outcome = deriver.drain(progress)
         if outcome.rooms:
-            print(file=sys.stderr)
+            if tty:
+                print(file=sys.stderr)
             print(
                 f"derived {outcome.rooms:,} rooms from {outcome.events:,} events in {time.monotonic() - started:.1f}s"
             )

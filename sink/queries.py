@@ -250,6 +250,13 @@ MINUTES = ("participant_minutes", "recorder_minutes", "streamer_minutes", "assis
 CONNECTION_COUNTS = ("connections", "open_connections", "incomplete_connections", "estimated_connections")
 USAGE = (*MINUTES, *CONNECTION_COUNTS)
 
+# `participant_minutes` counts human connections only, but Whereby bills, and Insights' `totalParticipantMinutes`
+# reports, everyone but the recorder and the streamer (assistants and captioners too): reconcile compares that
+# sum. Every usage result carries it under its own name, so nobody has to know which columns to add
+# (VIEWS.md §5). Written after the minutes it adds: in an aggregating SELECT the names are the sums' aliases.
+BILLABLE = "billable_participant_minutes"
+_BILLABLE = f"toUInt64(participant_minutes + assistant_minutes + captioner_minutes) AS {BILLABLE}"
+
 
 def _columns(names: tuple[str, ...]) -> str:
     return ", ".join(names)
@@ -337,7 +344,8 @@ _USAGE_AGGREGATES = (
     "    toUInt64(countIf(closed)) AS connections,\n"
     "    toUInt64(countIf(open)) AS open_connections,\n"
     "    toUInt64(countIf(incomplete)) AS incomplete_connections,\n"
-    "    toUInt64(countIf(estimated)) AS estimated_connections"
+    "    toUInt64(countIf(estimated)) AS estimated_connections,\n"
+    f"    {_BILLABLE}"
 )
 
 
@@ -378,7 +386,8 @@ def usage_customers(database: str, args: Mapping[str, str]) -> Query:
 SELECT
     customer_id,
     argMax(customer_name, (kind = 'customer', customer_name IS NOT NULL)) AS customer_name,
-    {sums}
+    {sums},
+    {_BILLABLE}
 FROM (
     SELECT 'usage' AS kind, customer_id, customer_name, {_columns(fields)}
     FROM {db}.usage_by_customer_period({PERIOD})
@@ -400,7 +409,7 @@ def usage_customer_days(database: str, args: Mapping[str, str]) -> Query:
     params: dict[str, Any] = {"from_ms": low, "to_ms": high}
     customer = customer_filter(args, params)
     sql = f"""
-SELECT toString(day) AS day, customer_id, customer_name, {_columns(USAGE)}, sessions
+SELECT toString(day) AS day, customer_id, customer_name, {_columns(USAGE)}, {_BILLABLE}, sessions
 FROM {db}.usage_by_customer_day_period({PERIOD})
 WHERE {customer}
 ORDER BY day, customer_id IS NULL, customer_id
@@ -422,7 +431,7 @@ def usage_users(database: str, args: Mapping[str, str]) -> Query:
     order = "participant_minutes DESC, customer_id IS NULL, customer_id, user_key IS NULL, user_key"
     if group is None:
         sql = f"""
-SELECT {user}, {_columns(USAGE)}, sessions
+SELECT {user}, {_columns(USAGE)}, {_BILLABLE}, sessions
 FROM {db}.usage_by_user_period({PERIOD})
 WHERE {customer}
 ORDER BY {order}
@@ -458,7 +467,7 @@ def usage_rooms(database: str, args: Mapping[str, str]) -> Query:
     params: dict[str, Any] = {"from_ms": low, "to_ms": high}
     customer = customer_filter(args, params)
     sql = f"""
-SELECT room_name, customer_id, customer_name, {_columns(USAGE)}, sessions, unique_participants
+SELECT room_name, customer_id, customer_name, {_columns(USAGE)}, {_BILLABLE}, sessions, unique_participants
 FROM {db}.rooms_between({PERIOD})
 WHERE {customer}
 ORDER BY participant_minutes DESC, room_name, customer_id IS NULL, customer_id
@@ -513,7 +522,9 @@ def insights_rooms(database: str, args: Mapping[str, str]) -> Query:
         streamer_minutes AS totalStreamerMinutes, unique_participants AS totalUniqueParticipants,
         unique_recorders AS totalUniqueRecorders, unique_streamers AS totalUniqueStreamers,
         unique_users AS totalUniqueUsers, sessions AS totalSessions, assistant_minutes AS totalAssistantMinutes,
-        captioner_minutes AS totalCaptionerMinutes, open_connections AS openConnections,
+        captioner_minutes AS totalCaptionerMinutes,
+        toUInt64(participant_minutes + assistant_minutes + captioner_minutes) AS totalBillableParticipantMinutes,
+        open_connections AS openConnections,
         incomplete_connections AS incompleteConnections, estimated_connections AS estimatedConnections"""
     return _paged(
         "/insights/rooms",
@@ -545,6 +556,7 @@ def insights_room_sessions(database: str, args: Mapping[str, str]) -> Query:
         streamer_minutes AS totalStreamerMinutes, unique_participants AS totalUniqueParticipants,
         unique_recorders AS totalUniqueRecorders, unique_streamers AS totalUniqueStreamers,
         assistant_minutes AS totalAssistantMinutes, captioner_minutes AS totalCaptionerMinutes,
+        toUInt64(participant_minutes + assistant_minutes + captioner_minutes) AS totalBillableParticipantMinutes,
         open_connections AS openConnections, incomplete_connections AS incompleteConnections,
         estimated_connections AS estimatedConnections"""
     return _paged(

@@ -121,11 +121,11 @@ async def test_usage_per_customer_has_every_registered_customer_and_the_unresolv
     assert doc == {
         "results": [
             {"customer_id": "c-acme", "customer_name": "Acme", "participant_minutes": 13, **bots, "connections": 2,
-             **none, "unique_participants": 2, "unique_users": 2, "sessions": 1},
+             **none, "unique_participants": 2, "unique_users": 2, "sessions": 1, "billable_participant_minutes": 13},
             {"customer_id": None, "customer_name": None, "participant_minutes": 2, **bots, "connections": 1,
-             **none, "unique_participants": 1, "unique_users": 1, "sessions": 1},
+             **none, "unique_participants": 1, "unique_users": 1, "sessions": 1, "billable_participant_minutes": 2},
             {"customer_id": "c-idle", "customer_name": "Idle Ltd", "participant_minutes": 0, **bots, "connections": 0,
-             **none, "unique_participants": 0, "unique_users": 0, "sessions": 0},
+             **none, "unique_participants": 0, "unique_users": 0, "sessions": 0, "billable_participant_minutes": 0},
         ]
     }  # fmt: skip
     later = await get(pipeline.url + "/usage/customers", **{"from": "2026-01-02"})

@@ -83,12 +83,18 @@ async def stack(kafka_bootstrap: str, clickhouse_url: str) -> AsyncIterator[Stac
 
 
 def meeting(
-    room: str, start: datetime, stays: Iterable[tuple[str, float, float | None]], role: str = "visitor"
+    room: str,
+    start: datetime,
+    stays: Iterable[tuple[str, float, float | None]],
+    role: str = "visitor",
+    bots: Iterable[tuple[str, float, float | None, str]] = (),
 ) -> Session:
-    """A session of `room`: stays as (participant, joined, left) in minutes after `start`; Insights' session
-    starts when the second participant joins (two users) and ends a minute after the last left."""
-    listed = [Stay(p, start + timedelta(minutes=j), None if left is None else start + timedelta(minutes=left), role,
-                   external_id=f"ext-{p}", display_name=f"Name {p}") for p, j, left in stays]  # fmt: skip
+    """A session of `room`: stays as (participant, joined, left) in minutes after `start`, and `bots` as
+    (participant, joined, left, roleName); Insights' session starts when the second participant joins (two
+    users) and ends a minute after the last left."""
+    listed = [Stay(p, start + timedelta(minutes=j), None if left is None else start + timedelta(minutes=left), r,
+                   external_id=None if r != role else f"ext-{p}", display_name=f"Name {p}")
+              for p, j, left, r in [*((p, j, left, role) for p, j, left in stays), *bots]]  # fmt: skip
     joins = sorted(s.joined for s in listed)
     started = joins[1] if len(joins) > 1 else joins[0]
     ended = max((s.left for s in listed if s.left), default=started) + timedelta(minutes=1)
@@ -216,18 +222,30 @@ async def insights_raw_records(stack: Stack) -> list[Any]:
     ]
 
 
-async def usage_per_customer(stack: Stack, day: datetime) -> dict[str | None, int]:
+async def usage_per_customer(
+    stack: Stack, day: datetime, field: str = "billable_participant_minutes"
+) -> dict[str | None, int]:
+    """`field` of /usage/customers per customer for `day`: by default the one Insights' totals are compared
+    with (humans, assistants and captioners); `participant_minutes` counts humans only."""
     params = {"from": day.date().isoformat(), "to": (day + DAY).date().isoformat()}
     async with aiohttp.ClientSession() as http, http.get(stack.read_api + "/usage/customers", params=params) as answer:
         doc = await answer.json()
-    return {r["customer_id"]: r["participant_minutes"] for r in doc["results"] if r["participant_minutes"]}
+    return {r["customer_id"]: r[field] for r in doc["results"] if r[field]}
 
 
-def insights_per_customer(double: InsightsDouble, owners: dict[str, str | None]) -> dict[str | None, int]:
+def insights_per_customer(
+    double: InsightsDouble, owners: dict[str, str | None], *, humans_only: bool = False
+) -> dict[str | None, int]:
+    """Insights' `totalParticipantMinutes` per customer (every role but recorder and streamer, as the double
+    computes it), or with `humans_only` the minutes of the stays that are not bots (ours by hand)."""
     totals: dict[str | None, int] = defaultdict(int)
     for session in double.sessions:
-        totals[owners[session.room_name]] += session.totals()[0]
-    return dict(totals)
+        if humans_only:
+            bots = ("recorder", "streamer", "assistant", "captioner")
+            totals[owners[session.room_name]] += sum(s.minutes() for s in session.stays if s.role not in bots)
+        else:
+            totals[owners[session.room_name]] += session.totals()[0]
+    return {k: v for k, v in totals.items() if v}
 
 
 # ------------------------------------------------------------------------------------------ tests
@@ -239,10 +257,25 @@ async def test_lost_left_lost_join_and_a_lost_session_are_repaired_and_a_matchin
     day = datetime(2026, 4, 1, tzinfo=UTC)
     acme, globex = f"/acme-{uuid.uuid4()}", f"/globex-{uuid.uuid4()}"
     async with InsightsDouble(KEY) as double:
-        lost_left = double.add_session(meeting(acme, day + timedelta(hours=9), [("ada", 0, 30), ("bob", 1, 20)]))
+        # Non-human participants too: Insights' totalParticipantMinutes counts assistants (billed like
+        # participants) and captioners; our participant_minutes does not, billable_participant_minutes does.
+        lost_left = double.add_session(
+            meeting(acme, day + timedelta(hours=9), [("ada", 0, 30), ("bob", 1, 20)], bots=[("ai", 2, 25, "assistant")])
+        )
         lost_join = double.add_session(meeting(acme, day + timedelta(hours=11), [("ada", 0, 12), ("cy", 2, 9.5)]))
-        lost_all = double.add_session(meeting(globex, day + timedelta(hours=10), [("dee", 0, 7), ("eve", 0.5, 6.2)]))
-        intact = double.add_session(meeting(globex, day + timedelta(hours=13), [("fay", 0, 3), ("gus", 1, 2.5)]))
+        lost_all = double.add_session(
+            meeting(
+                globex,
+                day + timedelta(hours=10),
+                [("dee", 0, 7), ("eve", 0.5, 6.2)],
+                bots=[("ai2", 1, 5.5, "assistant")],
+            )
+        )
+        intact = double.add_session(
+            meeting(
+                globex, day + timedelta(hours=13), [("fay", 0, 3), ("gus", 1, 2.5)], bots=[("cc", 1, 2.2, "captioner")]
+            )
+        )
         await deliver(
             stack,
             webhooks(lost_left, lost=[("ada", "left", 0)])
@@ -259,13 +292,33 @@ async def test_lost_left_lost_join_and_a_lost_session_are_repaired_and_a_matchin
             intact.room_session_id: "match",
         }
         assert found.backfilled_events == 0
+        # The comparison is explicit: Insights' total against our humans + assistants + captioners.
+        by_id = {s.room_session_id: s for s in found.sessions}
+        assert by_id[intact.room_session_id].ours.as_dict() == {
+            "participant_minutes": 3 + 2 + 2, "recorder_minutes": 0, "streamer_minutes": 0,
+            "human_minutes": 3 + 2, "assistant_minutes": 0, "captioner_minutes": 2,
+        }  # fmt: skip
+        assert by_id[intact.room_session_id].insights.participant == intact.totals()[0] == 7
+        assert by_id[lost_left.room_session_id].ours.assistant == 23  # ai was there all along, 2 -> 25
+        # Our Insights-shaped rows say the same: totalParticipantMinutes humans only, and the billable sum.
+        query = {"roomName": globex, "roomSessionId": intact.room_session_id}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(stack.read_api + "/insights/room-sessions", params=query) as answer,
+        ):
+            [row] = (await answer.json())["results"]
+        assert (
+            row["totalParticipantMinutes"],
+            row["totalCaptionerMinutes"],
+            row["totalBillableParticipantMinutes"],
+        ) == (5, 2, 7)
 
         repaired = await reconcile(stack, double, day, backfill=True)
         per_session = {s.room_session_id: (s.backfilled_events, s.after_backfill) for s in repaired.sessions}
         assert per_session == {
             lost_left.room_session_id: (1, "match"),  # ada's left
             lost_join.room_session_id: (1, "match"),  # cy's join
-            lost_all.room_session_id: (4, "match"),  # both joins and both lefts
+            lost_all.room_session_id: (6, "match"),  # the three joins and lefts, the assistant's too
             intact.room_session_id: (0, None),
         }
         asked = [r.query.get("roomSessionId") for r in double.requests if r.path == "/insights/participants"]
@@ -274,11 +327,15 @@ async def test_lost_left_lost_join_and_a_lost_session_are_repaired_and_a_matchin
         after = await reconcile(stack, double, day)
         assert set(statuses(after).values()) == {"match"}
         synthesized = await insights_raw_records(stack)
-        assert len(synthesized) == 6
+        assert len(synthesized) == 8
+        assert "assistant" in {orjson.loads(r.value)["data"]["roleName"] for r in synthesized}
         assert {r.key.decode() for r in synthesized} == {acme, globex}
         assert not {orjson.loads(r.value)["data"]["roomSessionId"] for r in synthesized} & {intact.room_session_id}
         owners = {acme: "c-acme", globex: "c-globex"}
         assert await usage_per_customer(stack, day) == insights_per_customer(double, owners)
+        humans = insights_per_customer(double, owners, humans_only=True)
+        assert await usage_per_customer(stack, day, "participant_minutes") == humans
+        assert humans != insights_per_customer(double, owners)  # the bots made a difference to prove
 
     # Every run's results reached the reconciliation table; the latest per session is `match`.
     client, db = stack.sink.client, stack.settings.clickhouse_database

@@ -68,6 +68,7 @@ async def test_usage_per_customer_matches_the_hand_computed_meeting_and_keeps_th
         "streamer_minutes": 0,
         "assistant_minutes": 0,
         "captioner_minutes": 0,
+        "billable_participant_minutes": 32,  # + assistant + captioner minutes: none here
         "connections": 5,
         "open_connections": 1,  # p-eve: no left, no session end, the room never known empty
         "incomplete_connections": 0,

@@ -14,7 +14,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from pipeline import checks
+from pipeline.cli import build_parser
 from pipeline.settings import Settings
+from sink import cli as sink_cli
 from tests.deployfiles import documented_secrets, kubernetes_containers, kustomize_resources
 from tests.unit.test_deploy_compose import documented_variables
 
@@ -153,3 +156,24 @@ def test_each_container_environment_is_documented() -> None:
     its stage is tests/unit/test_deploy_start.py.)"""
     for rendered in kubernetes_containers(K8S, K8S / "README.md"):
         assert set(rendered.env) <= documented_variables(), (rendered.where, set(rendered.env) - documented_variables())
+
+
+def test_the_sink_store_is_upgraded_by_an_init_container_with_the_sinks_config(tmp_path: Path) -> None:
+    """Issue 19: an upgrade's rebuild can outlast any startupProbe, so it runs before the sink, in an init
+    container (no probes) running `whereby-pipeline schema upgrade` against the same store, as the sink."""
+    pod = of_kind("Deployment")["whereby-sink"]["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    (sink,) = pod["containers"]
+    args = build_parser().parse_args(init["args"])
+    assert args.handler is sink_cli._schema and args.action == "upgrade"
+    # Same image, settings, secrets, limits and hardening: it opens the sink's store as the sink would.
+    for key in ("image", "envFrom", "env", "volumeMounts", "resources", "securityContext"):
+        assert init.get(key) == sink.get(key), key
+    assert not {"startupProbe", "livenessProbe", "readinessProbe"} & set(init)
+    assert "restartPolicy" not in init  # a sidecar would run alongside the sink instead of before it
+    # And that environment, rendered as the kubelet would, passes the sink's own start check.
+    containers = kubernetes_containers(K8S, K8S / "README.md")
+    (rendered,) = [r for r in containers if r.where.endswith("Deployment/whereby-sink container schema-upgrade")]
+    settings = checks.run("sink", rendered.materialise(tmp_path))
+    assert settings.clickhouse_url == config()["CLICKHOUSE_URL"]
+    assert settings.clickhouse_access.username == "whereby_sink"
