@@ -38,8 +38,9 @@ class Column:
     total: bool = False
 
 
-# Every usage table shows minutes by role class and the connections that add no minutes (open, no join)
-# or only a lower bound (estimated), so a total is never read without knowing how complete it is.
+# Every usage table shows minutes by role class, the billable total (humans, assistants and captioners:
+# Insights' totalParticipantMinutes) and the connections that add no minutes (open, no join), so a total is
+# never read without knowing how complete it is.
 COLUMNS: dict[str, tuple[Column, ...]] = {
     "customer": (
         Column("customer_id", "customer"),
@@ -49,6 +50,7 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         Column("streamer_minutes", "streamer min", True),
         Column("assistant_minutes", "assistant min", True),
         Column("captioner_minutes", "captioner min", True),
+        Column("billable_participant_minutes", "billable min", True),
         Column("open_connections", "open", True),
         Column("incomplete_connections", "no join", True),
         Column("sessions", "sessions", True),
@@ -75,6 +77,7 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         Column("streamer_minutes", "streamer min", True),
         Column("assistant_minutes", "assistant min", True),
         Column("captioner_minutes", "captioner min", True),
+        Column("billable_participant_minutes", "billable min", True),
         Column("open_connections", "open", True),
         Column("incomplete_connections", "no join", True),
         Column("sessions", "sessions", True),

@@ -71,6 +71,7 @@ const LEVELS = {
       { label: "Streamer min", get: (r) => r.streamer_minutes, num: true },
       { label: "Assistant min", get: (r) => r.assistant_minutes, num: true },
       { label: "Captioner min", get: (r) => r.captioner_minutes, num: true },
+      { label: "Billable min", get: (r) => r.billable_participant_minutes, num: true },
       { label: "Open", get: (r) => r.open_connections, num: true },
       { label: "No join", get: (r) => r.incomplete_connections, num: true },
       { label: "Estimated", get: (r) => r.estimated_connections, num: true },

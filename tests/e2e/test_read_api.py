@@ -200,9 +200,9 @@ async def test_report_usage_reads_the_running_read_api(pipeline: Pipeline) -> No
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].split()[:2] == ["customer", "name"]
-    assert lines[2].split() == ["c-acme", "Acme", "13", "0", "0", "0", "0", "0", "0", "1", "2"]
-    assert lines[3].split() == ["(unresolved)", "-", "2", "0", "0", "0", "0", "0", "0", "1", "1"]
-    assert lines[-1].split() == ["total", "15", "0", "0", "0", "0", "0", "0", "2"]
+    assert lines[2].split() == ["c-acme", "Acme", "13", "0", "0", "0", "0", "13", "0", "0", "1", "2"]
+    assert lines[3].split() == ["(unresolved)", "-", "2", "0", "0", "0", "0", "2", "0", "0", "1", "1"]
+    assert lines[-1].split() == ["total", "15", "0", "0", "0", "0", "15", "0", "0", "2"]
 
     code, out, err = await _cli("report", "usage", "--api", pipeline.url, "--format", "json")
     assert code == 0, err

@@ -97,9 +97,9 @@ async def test_the_page_shows_usage_and_drills_down_to_participants(pipeline: Pi
     rows = await _rows(page)
     # Minutes by role (participant, recorder, streamer, assistant, captioner), then open, no-join and
     # estimated connections, sessions and users.
-    assert rows[0] == ["Acme (c-acme)", "13", "0", "0", "0", "0", "0", "0", "0", "1", "2"]
-    assert rows[1] == ["(unresolved)", "2", "0", "0", "0", "0", "0", "0", "0", "1", "1"]
-    assert rows[2] == ["Idle Ltd (c-idle)", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0"]
+    assert rows[0] == ["Acme (c-acme)", "13", "0", "0", "0", "0", "13", "0", "0", "0", "1", "2"]
+    assert rows[1] == ["(unresolved)", "2", "0", "0", "0", "0", "2", "0", "0", "0", "1", "1"]
+    assert rows[2] == ["Idle Ltd (c-idle)", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "0"]
 
     # The chart: one day, one stacked segment per customer with minutes that day.
     await page.wait_for_selector("#chart svg rect.bar")

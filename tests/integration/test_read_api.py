@@ -172,6 +172,7 @@ def test_the_report_reads_the_same_numbers_straight_from_clickhouse(
         "0",
         "0",
         "0",
+        "64",  # billable: no assistant or captioner minutes here
         "2",
         "0",
         "4",

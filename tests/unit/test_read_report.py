@@ -20,6 +20,7 @@ CUSTOMERS = [
         "streamer_minutes": 0,
         "assistant_minutes": 30,
         "captioner_minutes": 0,
+        "billable_participant_minutes": 1230,
         "open_connections": 1,
         "incomplete_connections": 0,
         "sessions": 3,
@@ -33,6 +34,7 @@ CUSTOMERS = [
         "streamer_minutes": 0,
         "assistant_minutes": 0,
         "captioner_minutes": 0,
+        "billable_participant_minutes": 7,
         "open_connections": 0,
         "incomplete_connections": 2,
         "sessions": 1,
@@ -56,15 +58,17 @@ def test_the_table_is_aligned_names_the_unresolved_bucket_and_totals_the_minutes
         "min",
         "captioner",
         "min",
+        "billable",
+        "min",
         "open",
         "no",
         "join",
         "sessions",
         "users",
     ]
-    assert lines[2].split() == ["c-acme", "Acme", "1200", "5", "0", "30", "0", "1", "0", "3", "2"]
-    assert lines[3].split() == ["(unresolved)", "-", "7", "0", "0", "0", "0", "0", "2", "1", "0"]
-    assert lines[-1].split() == ["total", "1207", "5", "0", "30", "0", "1", "2", "4"]
+    assert lines[2].split() == ["c-acme", "Acme", "1200", "5", "0", "30", "0", "1230", "1", "0", "3", "2"]
+    assert lines[3].split() == ["(unresolved)", "-", "7", "0", "0", "0", "0", "7", "0", "2", "1", "0"]
+    assert lines[-1].split() == ["total", "1207", "5", "0", "30", "0", "1237", "1", "2", "4"]
     # Numbers are right-aligned: the column ends where its heading ends.
     assert lines[0].index("participant min") + len("participant min") == lines[3].index(" 7 ") + 2
     assert len({len(line) for line in lines[:2]}) == 1
@@ -77,7 +81,7 @@ def test_an_empty_report_says_so() -> None:
 def test_csv_uses_the_field_names_and_empty_cells_for_null() -> None:
     rows = list(csv.reader(io.StringIO(report.render("customer", CUSTOMERS, "csv"))))
     assert rows[0] == [c.field for c in report.COLUMNS["customer"]]
-    assert rows[2] == ["", "", "7", "0", "0", "0", "0", "0", "2", "1", "0"]
+    assert rows[2] == ["", "", "7", "0", "0", "0", "0", "7", "0", "2", "1", "0"]
 
 
 def test_json_is_the_api_document() -> None:
