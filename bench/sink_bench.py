@@ -16,9 +16,11 @@
    session. `bi_ratio` = monthly / baseline. The two must agree on every customer's minutes.
 
 `--query-only` skips the Kafka parts (steps 1 to 3); `--skip-query` skips step 4 (when iterating on the
-sink). `--rounds N` repeats steps 2 and 3 N times on the same topic (each round a fresh database and a
-fresh consumer group), alternating which of the two goes first; it prints each round's ratio and
-reports the median of the per-round ratios (paired ratios cancel most of the drift of a shared machine).
+sink); `--reuse DIR` only re-times step 4's queries over the dataset an earlier run left in DIR (its
+`sink-bench-*` temporary directory), e.g. once a shared machine is quieter. `--rounds N` repeats steps 2
+and 3 N times on the same topic (each round a fresh database and a fresh consumer group), alternating
+which of the two goes first; it prints each round's ratio and reports the median of the per-round ratios
+(paired ratios cancel most of the drift of a shared machine).
 
 Prints a Markdown table and writes bench/results-sink.json. Not part of the test suite.
 """
@@ -292,18 +294,6 @@ def big_query(client: Any, db: str, events: int, derive_client: Any) -> dict[str
     derived = deriver.drain()
     derive_s = time.perf_counter() - started
     settle_s = _settle_merges(client, db)
-    parts = client.query(
-        f"SELECT count() FROM system.parts WHERE database = '{db}' AND table = 'connection_rows' AND active"
-    ).result_rows[0][0]
-
-    def through_api(builder: Any, args: dict[str, str]) -> tuple[list[float], Any]:
-        query = builder(db, args)
-        return _timed(client, query.sql, query.params)
-
-    monthly_t, monthly = through_api(queries.usage_customers, MONTH)
-    daily_t, daily = through_api(queries.usage_customer_days, MONTH)
-    rooms_t, rooms = through_api(queries.usage_rooms, {**MONTH, "customer_id": BI_CUSTOMER})
-
     # The baseline tables: exactly one row per connection and per session, copied from the views.
     for name, view, month in (
         ("bi_baseline_connections", "connections", "anchor_at"),
@@ -315,6 +305,31 @@ def big_query(client: Any, db: str, events: int, derive_client: Any) -> dict[str
             settings={"allow_suspicious_low_cardinality_types": 1},  # the views' flags over LowCardinality
         )
     _settle_merges(client, db)
+    return {
+        "events": events,
+        "generate_s": round(generate_s, 1),
+        "derive_s": round(derive_s, 1),
+        "derive_events_per_s": round(derived.events / derive_s) if derive_s else None,
+        "derive_s_per_million_events": round(derive_s / (events / 1e6), 1),
+        "merge_settle_s": round(settle_s, 1),
+        **bi_queries(client, db),
+    }
+
+
+def bi_queries(client: Any, db: str) -> dict[str, Any]:
+    """Time the three BI queries through the read API's builders and the baseline over a database that
+    `big_query` built (also alone, with `--reuse`, to re-time a kept dataset on a quieter machine)."""
+    parts = client.query(
+        f"SELECT count() FROM system.parts WHERE database = '{db}' AND table = 'connection_rows' AND active"
+    ).result_rows[0][0]
+
+    def through_api(builder: Any, args: dict[str, str]) -> tuple[list[float], Any]:
+        query = builder(db, args)
+        return _timed(client, query.sql, query.params)
+
+    monthly_t, monthly = through_api(queries.usage_customers, MONTH)
+    daily_t, daily = through_api(queries.usage_customer_days, MONTH)
+    rooms_t, rooms = through_api(queries.usage_rooms, {**MONTH, "customer_id": BI_CUSTOMER})
     bounds = {"low": MONTH["from"], "high": MONTH["to"]}
     baseline_t, _ = _timed(client, BASELINE_MONTHLY.replace("{db}", db), bounds)
     # Minutes and distinct participants must agree: the read API counts distinct participants from each
@@ -328,14 +343,8 @@ def big_query(client: Any, db: str, events: int, derive_client: Any) -> dict[str
     connections = client.query(f"SELECT count() FROM {db}.bi_baseline_connections").result_rows[0][0]
     monthly_s, baseline_s = statistics.median(monthly_t), statistics.median(baseline_t)
     return {
-        "events": events,
         "connections": connections,
         "customers_in_result": len(monthly),
-        "generate_s": round(generate_s, 1),
-        "derive_s": round(derive_s, 1),
-        "derive_events_per_s": round(derived.events / derive_s) if derive_s else None,
-        "derive_s_per_million_events": round(derive_s / (events / 1e6), 1),
-        "merge_settle_s": round(settle_s, 1),
         "connection_rows_parts": parts,
         "bi_monthly_s": round(monthly_s, 3),
         "bi_daily_s": round(statistics.median(daily_t), 3),
@@ -345,7 +354,21 @@ def big_query(client: Any, db: str, events: int, derive_client: Any) -> dict[str
         "bi_daily_rows": len(daily),
         "bi_rooms_rows": len(rooms),
         "runs": len(monthly_t),
+        "load_average_1m_before_queries": round(os.getloadavg()[0], 2),
     }
+
+
+def reuse(data_dir: str) -> dict[str, Any]:
+    """Re-time the BI queries over the 10M-event database an earlier run left in `data_dir` (it keeps its
+    temporary directory), e.g. once a shared machine is quieter; generation and derivation are not redone."""
+    client = store.connect(f"chdb://{data_dir}")
+    try:
+        names = client.query("SELECT name FROM system.databases WHERE name LIKE 'bench_query_%'").result_rows
+        if len(names) != 1:
+            raise SystemExit(f"{data_dir}: expected one bench_query_* database, found {len(names)}")
+        return bi_queries(client, names[0][0])
+    finally:
+        client.close()
 
 
 async def main() -> None:
@@ -355,6 +378,9 @@ async def main() -> None:
     parser.add_argument("--query-only", action="store_true", help="only the synthetic-events query part")
     parser.add_argument("--skip-query", action="store_true", help="skip the synthetic-events query part")
     parser.add_argument("--rounds", type=int, default=3, help="baseline/sink pairs (alternating order)")
+    parser.add_argument(
+        "--reuse", metavar="DIR", help="only re-time the BI queries over the dataset a --query-only run left in DIR"
+    )
     args = parser.parse_args()
     if args.query_only and args.skip_query:
         parser.error("--query-only and --skip-query exclude each other")
@@ -375,42 +401,45 @@ async def main() -> None:
     settings = round_settings(env, tag, 0)
     out = Path(__file__).with_name("results-sink.json")
     results: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
-    if not args.query_only:
-        await kafka.prepare(settings)
-        values = [enriched(i) for i in range(args.rows)]
-        await produce(settings, values)
-
-    client = store.connect(settings.clickhouse_url)
     query: dict[str, Any] | None = None
-    try:
+    if args.reuse:
+        query = {**results.get("query", {}), **reuse(args.reuse)}
+    else:
         if not args.query_only:
-            load_before = os.getloadavg()[0]
-            directs, sinks, lags = await rounds(client, env, tag, values, args.rounds)
-            ratios = [s / d for s, d in zip(sinks, directs, strict=True)]
-            results.update(
-                {
-                    "rows": args.rows,
-                    "batch_rows": settings.sink_batch_rows,
-                    "rounds": args.rounds,
-                    "direct_rows_per_s": round(statistics.median(directs)),
-                    "sink_rows_per_s": round(statistics.median(sinks)),
-                    "round_ratios": [round(r, 3) for r in ratios],
-                    # Rows are committed before they are derived: how long usage trailed the burst's end.
-                    "derive_lag_after_commit_s": [round(x, 2) for x in lags],
-                    # The median of the paired per-round ratios, not the ratio of the medians.
-                    "ratio": round(statistics.median(ratios), 3),
-                    "goal_ratio": 0.7,
-                    "load_average_1m_before_sink": round(load_before, 2),
-                }
-            )
-        if not args.skip_query:
-            derive_client = store.connect(settings.clickhouse_url)
-            try:
-                query = big_query(client, f"bench_query_{tag}", args.events, derive_client)
-            finally:
-                derive_client.close()
-    finally:
-        client.close()
+            await kafka.prepare(settings)
+            values = [enriched(i) for i in range(args.rows)]
+            await produce(settings, values)
+
+        client = store.connect(settings.clickhouse_url)
+        try:
+            if not args.query_only:
+                load_before = os.getloadavg()[0]
+                directs, sinks, lags = await rounds(client, env, tag, values, args.rounds)
+                ratios = [s / d for s, d in zip(sinks, directs, strict=True)]
+                results.update(
+                    {
+                        "rows": args.rows,
+                        "batch_rows": settings.sink_batch_rows,
+                        "rounds": args.rounds,
+                        "direct_rows_per_s": round(statistics.median(directs)),
+                        "sink_rows_per_s": round(statistics.median(sinks)),
+                        "round_ratios": [round(r, 3) for r in ratios],
+                        # Rows are committed before they are derived: how long usage trailed the burst's end.
+                        "derive_lag_after_commit_s": [round(x, 2) for x in lags],
+                        # The median of the paired per-round ratios, not the ratio of the medians.
+                        "ratio": round(statistics.median(ratios), 3),
+                        "goal_ratio": 0.7,
+                        "load_average_1m_before_sink": round(load_before, 2),
+                    }
+                )
+            if not args.skip_query:
+                derive_client = store.connect(settings.clickhouse_url)
+                try:
+                    query = big_query(client, f"bench_query_{tag}", args.events, derive_client)
+                finally:
+                    derive_client.close()
+        finally:
+            client.close()
 
     # Shared machines: the 1-minute load average says how much else was running.
     results.update({"cpus": os.cpu_count(), "load_average_1m_after": round(os.getloadavg()[0], 2)})
