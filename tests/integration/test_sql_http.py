@@ -32,12 +32,12 @@ from aiohttp.test_utils import TestServer
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
+from harness.ports import free_port
 from pipeline.runner import build_app
 from sink import native, readapi, sqlhttp
 from sink.sqlengine import EmbeddedSql, Limits
 from tests.integration.test_read_api import ACME, STRANGER, seeded  # noqa: F401  (seeded: fixture)
 from tests.integration.test_sink_model import engine  # noqa: F401  (fixture)
-from tests.stack import free_port
 
 pytestmark = pytest.mark.integration
 
