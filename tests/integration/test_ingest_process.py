@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from harness import REPO
 from harness.ports import free_port
-from harness.ready import NotReady, wait_ready
+from harness.ready import NotReady, wait_for, wait_ready
 from ingest import signature
 from ingest.service import WEBHOOK_PATH
 from pipeline import kafka
@@ -330,22 +330,25 @@ async def test_sigterm_stops_intake_answers_in_flight_requests_and_exits_cleanly
     assert accepted <= {r.value for r in stored}
 
 
+async def _refused(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return True
+    writer.close()
+    return False
+
+
 async def _wait_until_refused(port: int, timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            return
-        writer.close()
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"port {port} still accepts connections {timeout_s}s after SIGTERM")
+    await wait_for(
+        lambda: _refused(port), timeout_s=timeout_s, interval_s=0.05, what=f"port {port} closed after SIGTERM"
+    )
 
 
 async def _wait_for_log(log: Path, text: str, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if text in await asyncio.to_thread(log.read_text):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{text!r} not logged within {timeout_s}s")
+    await wait_for(
+        lambda: asyncio.to_thread(lambda: text in log.read_text()),
+        timeout_s=timeout_s,
+        interval_s=0.05,
+        what=f"{text!r} logged",
+    )
