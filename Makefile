@@ -94,6 +94,8 @@ lint: install
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
 	@$(BIN)/mypy
+	@# The import contract in pyproject.toml [tool.importlinter]: which package may import which.
+	@$(BIN)/lint-imports --cache-dir .cache/import-linter
 
 format: install
 	@$(BIN)/ruff format .

@@ -29,8 +29,10 @@ from typing import Any
 import aiohttp
 import orjson
 
+from harness import REPO
+from harness.broker import local_broker
+from harness.stack import Stack, isolated_env
 from ingest import signature
-from tests.stack import REPO, Stack, isolated_env, local_broker
 
 RESULTS = REPO / "bench" / "results-e2e.json"
 SECRET = "bench-e2e-secret-0123456789abcdef"

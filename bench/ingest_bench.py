@@ -26,13 +26,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,7 +43,10 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-REPO = Path(__file__).resolve().parents[1]
+from harness import REPO
+from harness.ports import free_port
+from harness.ready import wait_ready
+
 RESULTS = REPO / "bench" / "results-ingest.json"
 SECRET = "bench-secret-k3v9q2m7x1p8r4t6w0z5"
 GOAL = 0.6
@@ -273,33 +274,12 @@ def _generate(cmd: list[str], servers: list[int]) -> tuple[str, float, list[floa
 # ---------------------------------------------------------------- the orchestrator
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
-    import urllib.error
-    import urllib.request
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode} before it was ready")
-        with contextlib.suppress(urllib.error.URLError, OSError), urllib.request.urlopen(url, timeout=1) as response:
-            if response.status == 200:
-                return
-        time.sleep(0.2)
-    raise SystemExit(f"server not ready at {url} within {timeout_s}s")
-
-
 def _servers(kind: str, workers: int, port: int, bootstrap: str, tag: str) -> list[subprocess.Popen[bytes]]:
     """`workers` server processes on `port` (SO_REUSEPORT when more than one), each ready."""
     procs: list[tuple[subprocess.Popen[bytes], int]] = []
     try:
         for _ in range(workers):
-            own = _free_port() if workers > 1 else 0  # each worker's own port, for its readiness
+            own = free_port() if workers > 1 else 0  # each worker's own port, for its readiness
             if kind == "bare":
                 cmd = [sys.executable, "-m", "bench.ingest_bench", "serve-bare", "--port", str(port)]
                 if workers > 1:
@@ -325,7 +305,7 @@ def _servers(kind: str, workers: int, port: int, bootstrap: str, tag: str) -> li
                 }
             procs.append((subprocess.Popen(cmd, cwd=REPO, env=env), own or port))
         for proc, ready_port in procs:
-            _wait_ready(f"http://127.0.0.1:{ready_port}/readyz", proc)
+            wait_ready(f"http://127.0.0.1:{ready_port}/readyz", proc, name=f"{kind} server")
     except BaseException:
         _stop([proc for proc, _ in procs])
         raise
@@ -345,7 +325,7 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
 
 def _measure(kind: str, workers: int, args: argparse.Namespace, tag: str, concurrency: int) -> dict[str, Any]:
     """One round: start `workers` servers of `kind`, warm up, drive the measured load, stop them."""
-    port = _free_port()
+    port = free_port()
     servers = _servers(kind, workers, port, args.bootstrap, tag)
     pids = [proc.pid for proc in servers]
     url = f"http://127.0.0.1:{port}/webhooks/whereby"

@@ -29,7 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.stack import REPO, local_broker
+from harness import REPO
+from harness.broker import local_broker
 
 BENCH = REPO / "bench"
 # Issue 15: each BI query under half a second, and the monthly one at most twice the plain-table baseline.

@@ -42,8 +42,9 @@ import orjson
 
 from pipeline import kafka
 from pipeline.settings import Settings
-from sink import metrics, queries, store
+from sink import metrics, store
 from sink.derive import Deriver, caught_up
+from sink.read import queries
 from sink.service import SinkService
 
 T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z

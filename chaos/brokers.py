@@ -19,9 +19,10 @@ import subprocess
 import time
 from typing import TYPE_CHECKING, Any
 
+from harness import REPO
+from harness.broker import KAFKA_SH
 from pipeline import replicas
 from pipeline.settings import Settings
-from tests.stack import KAFKA_SH, REPO
 
 if TYPE_CHECKING:
     from chaos.run import Scenario

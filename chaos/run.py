@@ -7,7 +7,7 @@ them: one broker (127.0.0.1:28092) for the single-broker scenarios, and a three-
 (127.0.0.1:29392-29394, topics with replication factor 3 and min.insync.replicas 2) for the cluster
 scenarios; each is started only when a selected scenario needs it and stopped afterwards. Each scenario
 runs in its own process (the embedded engine allows one data directory per process) with its own topics,
-groups and database; the stages are real processes (`tests.stack.Stack`), several instances of a stage
+groups and database; the stages are real processes (`harness.stack.Stack`), several instances of a stage
 where the scenario asks for them, restarted by a small supervisor when they die, as Kubernetes would.
 Load comes from a simulated Whereby (retries on 5xx/timeouts, at most twice) on loopback, bounded in
 count and time. Writes chaos/report.json (each row with `brokers` and `instances`) and prints a table;
@@ -37,9 +37,10 @@ import orjson
 from chaos import brokers, check, scaling
 from chaos.whereby import Whereby
 from chaos.workload import CUSTOMERS, Event, expected_minutes, meetings, whereby_style
+from harness import REPO
+from harness.stack import STAGES, Stack, instance_name, isolated_env
 from pipeline import kafka
 from pipeline.settings import Settings
-from tests.stack import REPO, STAGES, Stack, instance_name, isolated_env
 
 REPORT = REPO / "chaos" / "report.json"
 LOGS = REPO / "chaos" / "logs"
@@ -175,7 +176,7 @@ class Scenario:
 
     async def raw_enriched_ids(self) -> list[str]:
         """Every enriched record delivered, duplicates included (for the negative control)."""
-        from tests.support import read_topic
+        from harness.topics import read_topic
 
         end_total = 0
         consumer = kafka.consumer(self.settings, group_id=None)
@@ -355,7 +356,7 @@ async def poison() -> list[dict[str, Any]]:
     finally:
         await producer.stop()
     await sc.drained()
-    from tests.support import read_topic
+    from harness.topics import read_topic
 
     letters = await read_topic(sc.settings, sc.settings.topic_deadletter, expect=len(poison_raw) * 5, timeout_s=20)
     await sc.stop_supervising()
@@ -372,8 +373,8 @@ async def poison() -> list[dict[str, Any]]:
 
 async def store_outage() -> list[dict[str, Any]]:
     """The sink runs in this process so the scenario can take its table away and give it back."""
+    from harness.running import Running
     from sink.service import SinkService
-    from tests.support import Running
 
     sc = Scenario("store_outage")
     await sc.prepare()

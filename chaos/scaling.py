@@ -12,7 +12,6 @@ import contextlib
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,8 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiokafka import TopicPartition
 
+from harness import REPO
+from harness.ports import free_port_block
+from harness.ready import http_ok, wait_for
+from harness.stack import instance_name
 from pipeline import kafka
-from tests.stack import REPO, instance_name
 
 if TYPE_CHECKING:
     from chaos.run import Scenario
@@ -37,13 +39,9 @@ def _instance_metric(sc: Scenario, name: str, metric: str, **labels: str) -> flo
     return sc.stack.metric(name, metric, **labels)
 
 
-async def _until(predicate: Any, *, timeout_s: float, interval_s: float = 0.2, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await asyncio.to_thread(predicate):
-            return
-        await asyncio.sleep(interval_s)
-    raise RuntimeError(f"{what}: not within {timeout_s:.0f}s")
+async def _until(predicate: Any, *, timeout_s: float, what: str) -> None:
+    """Wait for a blocking `predicate` (it reads HTTP endpoints) without holding up the event loop."""
+    await wait_for(lambda: asyncio.to_thread(predicate), timeout_s=timeout_s, what=what)
 
 
 def _owned_partitions(sc: Scenario, name: str) -> list[int]:
@@ -133,22 +131,9 @@ async def redeliveries(sc: Scenario) -> dict[str, Any]:
     return {"enriched_records": len(ids), "enriched_redeliveries": len(ids) - len(set(ids))}
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def shared_port_block(workers: int) -> int:
     """A port P with P and P + 100·i (the supervisor's per-worker ports) free, below the ephemeral range."""
-    for _ in range(200):
-        base = random.randrange(20_000, 28_000)
-        if all(_bindable(base + 100 * i) for i in range(workers + 1)):
-            return base
-    raise RuntimeError("no free block of ports for the ingest workers")
+    return free_port_block(100 * i for i in range(workers + 1))
 
 
 def _children(pid: int) -> list[int]:
@@ -168,10 +153,7 @@ def _worker_pid(supervisor: int, instance_port: int) -> int | None:
 
 
 def _ready(port: int) -> bool:
-    url = f"http://127.0.0.1:{port}/readyz"
-    with contextlib.suppress(urllib.error.URLError, OSError), urllib.request.urlopen(url, timeout=1) as response:
-        return bool(response.status == 200)
-    return False
+    return http_ok(f"http://127.0.0.1:{port}/readyz")
 
 
 def start_ingest_workers(sc: Scenario, workers: int = INGEST_WORKERS) -> subprocess.Popen[bytes]:

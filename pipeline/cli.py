@@ -1,17 +1,19 @@
 """The `whereby-pipeline` command.
 
 Each stage contributes its own subcommands through a `register(subparsers)` function in its `cli`
-module; this file only wires them together, runs the chosen one and turns configuration errors into a
-one-line message and exit code 2 (never a traceback).
+module, offered under the `whereby_pipeline.commands` entry point group (pyproject.toml), which is how
+this file finds them: `pipeline/` never imports a stage, not even by a module name in a string (the
+import contract, `make lint`). This file only wires them together, runs the chosen one and turns
+configuration errors into a one-line message and exit code 2 (never a traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,22 @@ from pipeline import checks, kafka, logs, supervisor
 from pipeline.runner import Service, http_limits, serve
 from pipeline.settings import ConfigError, Settings
 
-STAGE_CLIS = ("ingest.cli", "enrich.cli", "sink.cli", "reconcile.cli")
+COMMANDS_GROUP = "whereby_pipeline.commands"
+
+Register = Callable[[Any], None]
+
+
+def stage_commands() -> dict[str, Register]:
+    """Component name -> its `register(subparsers)`, as installed (entry point group above), by name.
+
+    An installation without them (the project not installed, or installed before the group existed)
+    would offer only `topics`, `supervise` and `config`; `make install` re-installs on any change to
+    pyproject.toml, and tests/unit/test_cli_commands.py fails when a command is missing.
+    """
+    found: dict[str, Register] = {}
+    for point in sorted(entry_points(group=COMMANDS_GROUP), key=lambda p: p.name):
+        found.setdefault(point.name, point.load())
+    return found
 
 
 def load_settings() -> Settings:
@@ -72,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     topics = sub.add_parser("topics", help="create the Kafka topics of the contract (idempotent)")
     topics.set_defaults(handler=lambda args: run_async(_topics(args)))
     supervisor.register(sub, load_settings)
-    for module in STAGE_CLIS:
-        importlib.import_module(module).register(sub)
+    for register in stage_commands().values():
+        register(sub)
     checks.register(sub)
     return parser
 

@@ -9,8 +9,9 @@ import time
 from typing import Any
 
 from pipeline.cli import load_settings, run_service
-from sink import readservice, report, store
+from sink import store
 from sink.derive import Deriver, enqueue_all
+from sink.read import readservice, report
 from sink.service import SinkService
 
 

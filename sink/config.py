@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from pipeline.settings import Settings
-from sink import readapi, store
+from sink import store
+from sink.read import readapi
 
 
 def check(settings: Settings) -> None:

@@ -41,11 +41,12 @@ from clickhouse_connect.driver.client import Client
 from pipeline import contract, kafka, lag, rebalance, replicas
 from pipeline.erasure import ErasureSet
 from pipeline.settings import Settings
-from sink import config, drift, metrics, readapi, retention, sqlhttp, store
+from sink import config, metrics, retention, store
 from sink.batch import Batch, DeadLetter, Limits, Record, RecordLike
 from sink.derive import Deriver
 from sink.erasures import ErasureFollower
 from sink.errors import backoff_delay
+from sink.read import drift, readapi, sqlhttp
 from sink.rows import BadRow, event_line, single_lines_size
 from sink.writer import ClickHouseWriter, Outcome, RetryLater
 

@@ -18,16 +18,15 @@ import os
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 
+from harness import REPO
+from harness.broker import KAFKA_SH, broker_env, running
+from harness.stack import isolated_env
 from pipeline import kafka
 from pipeline.settings import Settings
-from tests.stack import isolated_env
 
-REPO = Path(__file__).resolve().parents[1]
-KAFKA_SH = REPO / "deploy" / "kafka" / "kafka.sh"
 TEST_KAFKA_PORT = 19092
 
 
@@ -38,13 +37,6 @@ def _docker_engine() -> bool:
         return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
-
-
-def local_broker_env(port: int, data_dir: Path) -> dict[str, str]:
-    """Environment for `kafka.sh` to run a private broker on `port` with its own data directory."""
-    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
-    env.update(KAFKA_PORT=str(port), KAFKA_DATA_DIR=str(data_dir))
-    return env
 
 
 @pytest.fixture(scope="session")
@@ -60,8 +52,8 @@ def kafka_bootstrap() -> Iterator[str]:
         with KafkaContainer("apache/kafka:4.1.1").with_kraft() as container:
             yield container.get_bootstrap_server()
         return
-    env = local_broker_env(TEST_KAFKA_PORT, REPO / ".data" / "kafka-test")
-    already_running = subprocess.run(["bash", str(KAFKA_SH), "status"], env=env, capture_output=True).returncode == 0
+    env = broker_env(TEST_KAFKA_PORT, REPO / ".data" / "kafka-test")
+    already_running = running(env)
     subprocess.run(["bash", str(KAFKA_SH), "start"], env=env, check=True)
     try:
         yield f"127.0.0.1:{TEST_KAFKA_PORT}"
@@ -77,7 +69,7 @@ def clickhouse_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def make_settings(kafka_bootstrap: str, clickhouse_url: str, **overrides: str) -> Settings:
-    """Settings isolated to one test: unique topics, groups and database (see `tests.stack.isolated_env`)."""
+    """Settings isolated to one test: unique topics, groups and database (see `harness.stack.isolated_env`)."""
     env = isolated_env(
         kafka_bootstrap,
         clickhouse_url,

@@ -1,4 +1,8 @@
-"""Helpers for tests: building Whereby events, signing them, reading topics back."""
+"""Helpers for tests: building Whereby events, signing them, writing them to the topics.
+
+Reading topics back, running a stage in-process and waiting come from the harness package (shared with
+bench/ and chaos/) and are re-exported here, so a test imports its helpers from one place.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from aiokafka import ConsumerRecord
 
+from harness.ready import wait_for
+from harness.running import Running
+from harness.topics import read_topic, topic_record_count
 from pipeline import contract, kafka
 from pipeline.settings import Settings
+
+__all__ = [  # the harness's helpers, re-exported
+    "Running",
+    "read_topic",
+    "topic_record_count",
+    "wait_for",
+]
 
 T0 = datetime(2026, 1, 1, 9, 0, 0, tzinfo=UTC)
 
@@ -60,67 +73,6 @@ def body(doc: dict[str, Any]) -> bytes:
     return orjson.dumps(doc)
 
 
-async def read_topic(
-    settings: Settings, topic: str, *, expect: int, timeout_s: float = 30.0
-) -> list[ConsumerRecord[bytes, bytes]]:
-    """Read `topic` from the beginning until `expect` records arrived (or the timeout)."""
-    consumer = kafka.consumer(settings, group_id=None)
-    await consumer.start()
-    try:
-        tps = await kafka.partitions_of(settings, topic)
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        out: list[ConsumerRecord[bytes, bytes]] = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while len(out) < expect and loop.time() < deadline:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                out.extend(records)
-        return out
-    finally:
-        await consumer.stop()
-
-
-class Running:
-    """Runs a stage in-process (start → run task → stop), the way `pipeline.runner.serve` does.
-
-    With `http=True` the stage's HTTP app is served on a real loopback port (`self.url`).
-    """
-
-    def __init__(self, service: Any, *, http: bool = False) -> None:
-        self.service = service
-        self.http = http
-        self.url = ""
-        self._task: asyncio.Task[None] | None = None
-        self.server: Any = None  # the pipeline.httpserver.HttpServer, with `http=True`
-
-    async def __aenter__(self) -> Running:
-        from pipeline.httpserver import HttpServer
-        from pipeline.runner import build_app, http_limits
-
-        try:
-            await self.service.start()
-        except BaseException:
-            await self.service.stop()
-            raise
-        self._task = asyncio.create_task(self.service.run())
-        if self.http:
-            # The same server, with the same connection limits, as `pipeline.runner.serve` gives the stage.
-            self.server = HttpServer(
-                build_app(self.service), "127.0.0.1", 0, http_limits(self.service.settings), shutdown_timeout_s=5
-            )
-            await self.server.start()
-            self.url = f"http://127.0.0.1:{self.server.port}"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self.server is not None:
-            await self.server.stop()
-        await self.service.stop()
-        if self._task is not None:
-            await asyncio.wait_for(self._task, timeout=30)
-
-
 async def publish_dimensions(settings: Settings, records: list[tuple[str, dict[str, Any] | None]]) -> None:
     """Write dimension records (key, value or None for a tombstone) to the dimensions topic."""
     producer = kafka.producer(settings)
@@ -132,21 +84,6 @@ async def publish_dimensions(settings: Settings, records: list[tuple[str, dict[s
             )
     finally:
         await producer.stop()
-
-
-async def wait_for(predicate: Any, *, timeout_s: float = 30.0, interval_s: float = 0.2) -> Any:
-    """Poll `predicate` (sync or async) until it returns something truthy; fail after the timeout."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    last: Any = None
-    while loop.time() < deadline:
-        last = predicate()
-        if asyncio.iscoroutine(last):
-            last = await last
-        if last:
-            return last
-        await asyncio.sleep(interval_s)
-    raise AssertionError(f"condition not met within {timeout_s}s (last value: {last!r})")
 
 
 async def derived(client: Any, database: str, *, timeout_s: float = 30.0) -> None:
@@ -196,19 +133,3 @@ def signed_headers(raw: bytes, secret: str, *, timestamp: int | None = None) -> 
     from ingest import signature
 
     return {"Content-Type": "application/json", "Whereby-Signature": signature.sign(raw, secret, timestamp)}
-
-
-async def topic_record_count(settings: Settings, topic: str) -> int:
-    """How many records `topic` holds (sum of end offsets): exact at once, no waiting for a timeout.
-
-    Only meaningful for topics written without transactions (no control records), as all of ours are.
-    """
-    consumer = kafka.consumer(settings, group_id=None)
-    await consumer.start()
-    try:
-        tps = await kafka.partitions_of(settings, topic)
-        begin = await consumer.beginning_offsets(tps)
-        end = await consumer.end_offsets(tps)
-        return sum(end[tp] - begin[tp] for tp in tps)
-    finally:
-        await consumer.stop()

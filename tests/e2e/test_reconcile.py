@@ -26,6 +26,8 @@ import orjson
 import pytest
 
 from enrich.service import EnrichService
+from harness import REPO
+from harness.stack import isolated_env
 from ingest.service import WEBHOOK_PATH, IngestService
 from pipeline import contract, kafka
 from pipeline.settings import Settings, WherebyApi
@@ -36,7 +38,6 @@ from reconcile.run import Options
 from sink import store
 from sink.service import SinkService
 from tests.insights_double import InsightsDouble, Session, Stay
-from tests.stack import REPO, isolated_env
 from tests.support import Running, iso, publish_dimensions, read_topic, signed_headers, topic_record_count, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -16,7 +16,8 @@ from enrich.dimtopic import read_dimensions
 from enrich.replay import replay
 from enrich.service import EnrichService
 from pipeline.settings import Settings
-from sink import queries, store
+from sink import store
+from sink.read import queries
 from sink.service import SinkService
 from tests.support import (
     Running,

@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from pipeline.runner import build_app
-from sink import readapi
+from sink.read import readapi
 from tests.e2e.test_read_api import Pipeline, pipeline  # noqa: F401  (pipeline: fixture)
 
 pytestmark = pytest.mark.e2e

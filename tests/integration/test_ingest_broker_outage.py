@@ -16,9 +16,11 @@ from collections.abc import Awaitable, Callable, Iterator
 import aiohttp
 import pytest
 
+from harness import REPO
+from harness.broker import KAFKA_SH, broker_env
 from ingest.service import WEBHOOK_PATH, IngestService
 from pipeline import kafka
-from tests.conftest import KAFKA_SH, REPO, local_broker_env, make_settings
+from tests.conftest import make_settings
 from tests.support import Running, body, event, read_topic, signed_headers, topic_record_count, wait_for
 
 pytestmark = pytest.mark.integration
@@ -31,7 +33,7 @@ WHEREBY_TIMEOUT = aiohttp.ClientTimeout(total=5)
 
 
 def kafka_sh(command: str, *, attempts: int = 1) -> None:
-    env = local_broker_env(PORT, DATA_DIR)
+    env = broker_env(PORT, DATA_DIR)
     for attempt in range(attempts):
         result = subprocess.run(["bash", str(KAFKA_SH), command], env=env, capture_output=True, text=True)
         if result.returncode == 0:

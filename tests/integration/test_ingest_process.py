@@ -12,7 +12,6 @@ import asyncio
 import http.client
 import os
 import signal
-import socket
 import string
 import subprocess
 import sys
@@ -30,11 +29,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from harness import REPO
+from harness.ports import free_port
+from harness.ready import NotReady, wait_for, wait_ready
 from ingest import signature
 from ingest.service import WEBHOOK_PATH
 from pipeline import kafka
 from pipeline.settings import Settings
-from tests.conftest import REPO, make_settings
+from tests.conftest import make_settings
 from tests.support import body, event, read_topic, signed_headers, topic_record_count
 
 pytestmark = pytest.mark.integration
@@ -51,12 +53,6 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         return loop.run_until_complete(coro)
     finally:
         loop.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -110,18 +106,12 @@ def start_ingest(s: Settings, log: Path) -> IngestProcess:
     with log.open("wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "ingest"], cwd=REPO, env=env, stderr=out)
     proc = IngestProcess(s, port, process, log)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"ingest exited with {process.returncode}: {log.read_text()[-2000:]}")
-        try:
-            if proc.get("/readyz") == 200:
-                return proc
-        except OSError:
-            pass
-        time.sleep(0.1)
-    proc.stop()
-    raise AssertionError(f"ingest not ready within 60s: {log.read_text()[-2000:]}")
+    try:
+        wait_ready(f"{proc.url}/readyz", process, timeout_s=60, interval_s=0.1, name="ingest")
+    except NotReady as exc:
+        proc.stop()
+        raise AssertionError(f"{exc}: {log.read_text()[-2000:]}") from None
+    return proc
 
 
 # ---------------------------------------------------------------- generated bad requests
@@ -340,22 +330,25 @@ async def test_sigterm_stops_intake_answers_in_flight_requests_and_exits_cleanly
     assert accepted <= {r.value for r in stored}
 
 
+async def _refused(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return True
+    writer.close()
+    return False
+
+
 async def _wait_until_refused(port: int, timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            return
-        writer.close()
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"port {port} still accepts connections {timeout_s}s after SIGTERM")
+    await wait_for(
+        lambda: _refused(port), timeout_s=timeout_s, interval_s=0.05, what=f"port {port} closed after SIGTERM"
+    )
 
 
 async def _wait_for_log(log: Path, text: str, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if text in await asyncio.to_thread(log.read_text):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{text!r} not logged within {timeout_s}s")
+    await wait_for(
+        lambda: asyncio.to_thread(lambda: text in log.read_text()),
+        timeout_s=timeout_s,
+        interval_s=0.05,
+        what=f"{text!r} logged",
+    )

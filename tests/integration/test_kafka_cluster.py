@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from harness.broker import KAFKA_SH
+from harness.ports import free_port_block
 from pipeline import kafka, replicas
 from pipeline.settings import Settings
-from tests.conftest import KAFKA_SH, make_settings
+from tests.conftest import make_settings
 from tests.support import read_topic
 
 pytestmark = pytest.mark.integration
@@ -27,23 +27,9 @@ pytestmark = pytest.mark.integration
 NODES = 3
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def free_base_port() -> int:
-    """A client port base with base..base+2 and base+100..base+102 (controllers) free, below the
-    ephemeral range so no outgoing connection takes one meanwhile."""
-    for _ in range(200):
-        base = random.randrange(20_000, 28_000)
-        if all(_bindable(base + offset + i) for offset in (0, 100) for i in range(NODES)):
-            return base
-    raise RuntimeError("no free block of ports for a three-node cluster")
+    """A client port base with base..base+2 and base+100..base+102 (controllers) free."""
+    return free_port_block(offset + i for offset in (0, 100) for i in range(NODES))
 
 
 @pytest.fixture(scope="module")

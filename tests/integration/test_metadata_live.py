@@ -24,8 +24,9 @@ from clickhouse_connect.driver.client import Client
 
 from enrich.dimensions import Customer, DimensionTable
 from enrich.enricher import enrich
-from sink import queries, readapi, report, store
+from sink import store
 from sink.batch import Record
+from sink.read import queries, readapi, report
 from tests.integration.test_sink_model import write
 from tests.support import T0, body, event
 

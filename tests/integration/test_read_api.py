@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestServer
 from clickhouse_connect.driver.client import Client
 
 from pipeline.runner import build_app
-from sink import readapi, report
+from sink.read import readapi, report
 from tests.integration.test_sink_model import engine, meeting, records, write  # noqa: F401  (engine: fixture)
 
 pytestmark = pytest.mark.integration

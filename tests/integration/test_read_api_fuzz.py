@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from pipeline.httpserver import HttpLimits, HttpServer
 from pipeline.runner import build_app
-from sink import queries, readapi
+from sink.read import queries, readapi
 from tests.integration.test_sink_model import engine, meeting, records, write  # noqa: F401  (engine: fixture)
 
 pytestmark = pytest.mark.integration

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from sink import readapi, store
+from sink import store
 from sink.errors import error_code
+from sink.read import readapi
 from tests.integration.test_sink_model import engine, meeting, records, rows, write  # noqa: F401  (engine: fixture)
 
 pytestmark = pytest.mark.integration

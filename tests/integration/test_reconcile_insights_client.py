@@ -8,13 +8,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from harness.ports import free_port
 from pipeline.settings import WherebyApi
 from reconcile.budget import PointsBudget
 from reconcile.customers import registry_of
 from reconcile.insights import InsightsClient, InsightsError, Policy, Unauthorized, Unavailable
 from reconcile.run import discover_rooms
 from tests.insights_double import InsightsDouble, Session, Stay
-from tests.stack import free_port
 
 KEY = "test-api-key-0123456789"
 T0 = datetime(2026, 1, 1, 9, tzinfo=UTC)

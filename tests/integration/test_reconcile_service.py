@@ -9,11 +9,11 @@ import dataclasses
 import pytest
 from prometheus_client import REGISTRY
 
+from harness.ports import free_port
 from pipeline.settings import Settings, WherebyApi
 from reconcile import service as scheduled
 from reconcile.service import ScheduledReconcile
 from tests.insights_double import InsightsDouble
-from tests.stack import free_port
 from tests.support import Running, wait_for
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from sink import queries
+from sink.read import queries
 from tests.integration.test_sink_model import T0_MS, engine, enriched, records, rows, write  # noqa: F401
 
 pytestmark = pytest.mark.integration

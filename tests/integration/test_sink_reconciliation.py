@@ -12,7 +12,8 @@ from prometheus_client import REGISTRY
 
 from pipeline import kafka
 from pipeline.settings import Settings
-from sink import drift, store
+from sink import store
+from sink.read import drift
 from sink.service import SinkService
 from tests.support import Running, read_topic, wait_for
 from tests.unit.test_sink_reconciliation import JAN1, record

@@ -2,7 +2,7 @@
 
 clickhouse-connect's HTTP client (`get_client(host, port, …)`), curl, and the exact requests that
 Grafana's ClickHouse data source sends through clickhouse-go (replayed byte for byte, see
-`GRAFANA_*` below) all talk to :class:`sink.sqlhttp.SqlHttpServer` on a free port, in front of the
+`GRAFANA_*` below) all talk to :class:`sink.read.sqlhttp.SqlHttpServer` on a free port, in front of the
 real engine holding the hand-computed meeting of `test_sink_model`. The read API is served over the
 same data, so "the same numbers" is checked against its answers, not against constants.
 """
@@ -32,12 +32,12 @@ from aiohttp.test_utils import TestServer
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
+from harness.ports import free_port
 from pipeline.runner import build_app
-from sink import native, readapi, sqlhttp
-from sink.sqlengine import EmbeddedSql, Limits
+from sink.read import native, readapi, sqlhttp
+from sink.read.sqlengine import EmbeddedSql, Limits
 from tests.integration.test_read_api import ACME, STRANGER, seeded  # noqa: F401  (seeded: fixture)
 from tests.integration.test_sink_model import engine  # noqa: F401  (fixture)
-from tests.stack import free_port
 
 pytestmark = pytest.mark.integration
 

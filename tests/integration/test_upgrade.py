@@ -22,9 +22,10 @@ from typing import Any
 
 import pytest
 
+from harness import REPO
+from harness.stack import Stack, isolated_env
 from pipeline import kafka
 from pipeline.settings import Settings
-from tests.stack import REPO, Stack, isolated_env
 from tests.support import signed_headers
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,8 @@ from aiohttp.test_utils import TestServer
 
 from pipeline.runner import build_app
 from pipeline.settings import ConfigError, Settings
-from sink import readapi
-from sink.readservice import ReadApiService
+from sink.read import readapi
+from sink.read.readservice import ReadApiService
 
 TOKEN = "t0k3n-for-tests-0123456789"
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from sink import queries, report
 from sink.model import party_of
+from sink.read import queries, report
 
 DB = "whereby"
 

@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from pipeline.runner import build_app
-from sink import readapi
+from sink.read import readapi
 from tests.support import wait_for
 
 Runner = Callable[[str, dict[str, Any]], list[dict[str, Any]]]

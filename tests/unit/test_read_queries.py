@@ -6,8 +6,8 @@ from datetime import datetime
 
 import pytest
 
-from sink import queries
-from sink.queries import BadParameter
+from sink.read import queries
+from sink.read.queries import BadParameter
 
 DB = "whereby"
 

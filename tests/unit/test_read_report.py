@@ -9,7 +9,7 @@ import io
 import orjson
 import pytest
 
-from sink import report
+from sink.read import report
 
 CUSTOMERS = [
     {

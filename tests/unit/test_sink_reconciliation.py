@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from sink.drift import drift
+from sink.read.drift import drift
 from sink.reconciliation_rows import RECONCILIATION_COLUMNS, reconciliation_row
 from sink.rows import BadRow
 

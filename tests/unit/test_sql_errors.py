@@ -1,10 +1,10 @@
-"""sink.sqlerrors: exceptions with the code, text and HTTP status a ClickHouse server answers with."""
+"""sink.read.sqlerrors: exceptions with the code, text and HTTP status a ClickHouse server answers with."""
 
 from __future__ import annotations
 
 import pytest
 
-from sink import sqlerrors
+from sink.read import sqlerrors
 
 VERSION = "26.9.2.1"
 

@@ -1,4 +1,4 @@
-"""sink.native: the engine's revision-0 Native, rewritten for a client's protocol revision.
+"""sink.read.native: the engine's revision-0 Native, rewritten for a client's protocol revision.
 
 The inputs are bytes the embedded engine wrote (captured once; see each case), so the walk over the
 column serializations is checked without running the engine.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from sink import native
+from sink.read import native
 
 # SELECT NULL AS n  (Nullable(Nothing): a null map byte and one byte of Nothing per row)
 NULL_COLUMN = b"\x01\x01\x01n\x11Nullable(Nothing)\x010"

@@ -34,7 +34,7 @@ from urllib.parse import urlencode
 
 import chdb
 
-from sink import native, sqlerrors
+from sink.read import native, sqlerrors
 
 _SETTING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

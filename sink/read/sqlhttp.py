@@ -52,9 +52,9 @@ from multidict import MultiDict
 from prometheus_client import Counter, Histogram
 
 from pipeline.settings import ConfigError, Settings
-from sink import readapi, sqlerrors
-from sink.sqlengine import EmbeddedSql, Limits, SqlRequest, SqlResult
-from sink.sqlerrors import ClickHouseError
+from sink.read import readapi, sqlerrors
+from sink.read.sqlengine import EmbeddedSql, Limits, SqlRequest, SqlResult
+from sink.read.sqlerrors import ClickHouseError
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,8 @@
 
 In the embedded default (`chdb://`) only the sink may open the store, so the sink serves these routes
 next to its health and metrics endpoints; against a ClickHouse server `whereby-pipeline serve-api`
-serves them on their own (:mod:`sink.readservice`). Both hand :func:`routes` a query runner; the
-queries themselves are in :mod:`sink.queries`.
+serves them on their own (:mod:`sink.read.readservice`). Both hand :func:`routes` a query runner; the
+queries themselves are in :mod:`sink.read.queries`.
 
 Queries run read-only and bounded in time (`store.read_settings`, READ_QUERY_TIMEOUT_S) in the read API's
 own threads (:class:`ReadPool`, READ_QUERY_THREADS): the ClickHouse client blocks, and the sink's writer
@@ -11,7 +11,7 @@ inserts from asyncio's default executor, so a burst of slow reads can neither de
 behind one. Past a bounded queue a request is answered 503 rather than held.
 
 Every request parameter is checked before anything runs, and any malformed one is answered 400 with a
-JSON error: names and values must be text of bounded length; the rest is `sink.queries`' parsing.
+JSON error: names and values must be text of bounded length; the rest is `sink.read.queries`' parsing.
 
 Access: the data endpoints require `Authorization: Bearer <READ_API_TOKEN>` whenever a token is set,
 and :func:`check_access` refuses to start a server that listens beyond loopback without one. The page
@@ -37,8 +37,9 @@ from multidict import MultiMapping
 from prometheus_client import Counter
 
 from pipeline.settings import ConfigError
-from sink import queries, store
+from sink import store
 from sink.errors import error_code
+from sink.read import queries
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +249,7 @@ def _data_handler(
 
 
 def _asset_handler(name: str, content_type: str) -> Handler:
-    body = resources.files("sink").joinpath("web", name).read_bytes()
+    body = resources.files("sink.read").joinpath("web", name).read_bytes()
 
     async def handle(_: web.Request) -> web.StreamResponse:
         return web.Response(body=body, content_type=content_type, charset="utf-8", headers=_PAGE_HEADERS)

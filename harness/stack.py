@@ -8,29 +8,20 @@ never sees another run's records.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-KAFKA_SH = REPO / "deploy" / "kafka" / "kafka.sh"
+from harness import REPO
+from harness.ports import free_port
+from harness.ready import wait_ready
+
 STAGES = ("sink", "enrich", "ingest")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def isolated_env(kafka_bootstrap: str, clickhouse_url: str, **overrides: str) -> dict[str, str]:
@@ -55,27 +46,6 @@ def isolated_env(kafka_bootstrap: str, clickhouse_url: str, **overrides: str) ->
     }
     env.update(overrides)
     return env
-
-
-@contextlib.contextmanager
-def local_broker(port: int = 9092, data_dir: Path | None = None) -> Iterator[str]:
-    """KAFKA_BOOTSTRAP_SERVERS if set, else the local broker from deploy/kafka on `port`.
-
-    A broker started here is stopped on exit; one that was already running is left alone.
-    """
-    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if configured:
-        yield configured
-        return
-    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
-    env.update(KAFKA_PORT=str(port), KAFKA_DATA_DIR=str(data_dir or REPO / ".data" / "kafka"))
-    running = subprocess.run(["bash", str(KAFKA_SH), "status"], env=env, capture_output=True).returncode == 0
-    subprocess.run(["bash", str(KAFKA_SH), "start"], env=env, check=True)
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        if not running:
-            subprocess.run(["bash", str(KAFKA_SH), "stop"], env=env, check=False)
 
 
 def instance_name(stage: str, instance: int = 0) -> str:
@@ -124,18 +94,7 @@ class Stack:
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child process
         proc = subprocess.Popen([sys.executable, "-m", "pipeline", stage], env=env, stdout=log, stderr=log, cwd=REPO)
         self.procs[name] = proc
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with {proc.returncode}; see {self.log_dir / (name + '.log')}")
-            try:
-                with urllib.request.urlopen(self.url(name, "/readyz"), timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"{name} not ready within {timeout_s}s; see {self.log_dir / (name + '.log')}")
+        wait_ready(self.url(name, "/readyz"), proc, timeout_s=timeout_s, name=name, log=self.log_dir / f"{name}.log")
 
     def start_all(self) -> None:
         for stage in STAGES:

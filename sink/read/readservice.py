@@ -16,11 +16,12 @@ from clickhouse_connect.driver.client import Client
 
 from pipeline.cli import run_service
 from pipeline.settings import ConfigError, Settings
-from sink import readapi, store
+from sink import store
+from sink.read import readapi
 
 
 class ReadApiService:
-    """Serves :mod:`sink.readapi` over its own ClickHouse client; no background work of its own."""
+    """Serves :mod:`sink.read.readapi` over its own ClickHouse client; no background work of its own."""
 
     name = "read-api"
 

@@ -2,7 +2,7 @@
 metadata key), or when each session's first host and first guest arrived, as a table, JSON or CSV.
 
 It asks the running read API (default http://127.0.0.1:8082, the sink's port; token from
-READ_API_TOKEN) or, with `--clickhouse URL`, runs the same canned queries (:mod:`sink.queries`)
+READ_API_TOKEN) or, with `--clickhouse URL`, runs the same canned queries (:mod:`sink.read.queries`)
 straight against a ClickHouse server. Either way the rows are the API's `results` (every page of a
 paged endpoint), so `--format json` prints exactly what `GET /usage/...` answers.
 """
@@ -23,7 +23,8 @@ from typing import Any
 import orjson
 
 from pipeline.cli import load_settings
-from sink import queries, store
+from sink import store
+from sink.read import queries
 
 DEFAULT_API = "http://127.0.0.1:8082"
 UNRESOLVED = "(unresolved)"
