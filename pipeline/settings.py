@@ -89,6 +89,10 @@ def _erasure_key(merged: Mapping[str, str]) -> str:
     return key
 
 
+# Under Kubernetes' default terminationGracePeriodSeconds (30 s) with a margin for the runtime's own steps.
+DEFAULT_SHUTDOWN_TIMEOUT_S = 25.0
+MAX_SHUTDOWN_TIMEOUT_S = 600.0
+
 DEFAULT_WHEREBY_API_URL = "https://api.whereby.dev/v1"
 # Whereby's API budget is per organisation and shared by all its keys (Build: 100 points a minute); an
 # Insights read may cost several points. 30 leaves most of the Build budget to the customer's own calls.
@@ -182,6 +186,16 @@ def _whereby_api(merged: Mapping[str, str], env: _Reader) -> WherebyApi:
         ),
         timeout_s=env.number("WHEREBY_API_TIMEOUT_S", 30.0),
     )
+
+
+def _shutdown_timeout(env: _Reader) -> float:
+    value = env.number("SHUTDOWN_TIMEOUT_S", DEFAULT_SHUTDOWN_TIMEOUT_S)
+    if value < 1 or value > MAX_SHUTDOWN_TIMEOUT_S:
+        raise ConfigError(
+            f"SHUTDOWN_TIMEOUT_S must be between 1 and {MAX_SHUTDOWN_TIMEOUT_S:.0f} seconds, got {value:g}; "
+            "keep it below the orchestrator's grace period (terminationGracePeriodSeconds, stop_grace_period)"
+        )
+    return value
 
 
 def _user_id_source(env: _Reader) -> str:
@@ -284,6 +298,9 @@ class Settings:
     erasure_key: str = field(default="", repr=False)
     # Days the sink keeps raw webhook bodies in `raw_archive` (a TTL set at sink start); 0 keeps them forever.
     raw_archive_retention_days: int = DEFAULT_RAW_ARCHIVE_RETENTION_DAYS
+    # The whole stop of a process after SIGTERM (HTTP requests in flight, drain, flush, commit, closes);
+    # the deploy files' grace periods are this plus a margin (pipeline/stage.py, tests/unit/test_deploy_grace.py).
+    shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, dotenv: Path | None = None) -> Settings:
@@ -380,6 +397,7 @@ class Settings:
             raw_archive_retention_days=env.integer(
                 "RAW_ARCHIVE_RETENTION_DAYS", DEFAULT_RAW_ARCHIVE_RETENTION_DAYS, low=0, high=36_500
             ),
+            shutdown_timeout_s=_shutdown_timeout(env),
         )
 
     def kafka_client_kwargs(self) -> dict[str, Any]:

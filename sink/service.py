@@ -31,6 +31,7 @@ import operator
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
 
 import orjson
 from aiohttp import web
@@ -41,6 +42,7 @@ from clickhouse_connect.driver.client import Client
 from pipeline import contract, kafka, lag, rebalance, replicas
 from pipeline.erasure import ErasureSet
 from pipeline.settings import Settings
+from pipeline.stage import Background, ConsumerStage
 from sink import config, drift, metrics, readapi, retention, sqlhttp, store
 from sink.batch import Batch, DeadLetter, Limits, Record, RecordLike
 from sink.derive import Deriver
@@ -53,7 +55,6 @@ log = logging.getLogger(__name__)
 
 REVOKE_TIMEOUT_S = 20.0
 _PARTITION_OF = operator.attrgetter("topic", "partition")
-STOP_TIMEOUT_S = 25.0
 
 
 class _FlushOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -71,13 +72,13 @@ class _FlushOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         self.service.assigned()
 
 
-class SinkService:
+class SinkService(ConsumerStage):
     """Consumes enriched events and dimension records and writes them to ClickHouse."""
 
     name = "sink"
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+        super().__init__(settings)
         self.db = settings.clickhouse_database
         self.limits = Limits(settings.sink_batch_rows, settings.sink_batch_bytes, settings.sink_batch_seconds)
         self.client: Client | None = None
@@ -90,9 +91,6 @@ class SinkService:
         self._inflight: asyncio.Task[None] | None = None
         self._retrying = False
         self._paused = False
-        self._stopping = asyncio.Event()
-        self._run_finished: asyncio.Event | None = None
-        self._ready = False
         self._failure: BaseException | None = None
         # The read API's threads: never asyncio's default executor, which the writer's inserts use.
         self._read_pool = readapi.ReadPool(settings.read_query_threads)
@@ -104,38 +102,47 @@ class SinkService:
         """Record a failure raised outside the run loop (in the rebalance listener); run() raises it."""
         self._failure = exc
 
-    async def start(self) -> None:
+    async def open(self, stack: contextlib.AsyncExitStack) -> None:
+        """The store (schema, catch-up, SQL interface), then Kafka; each close registered as it opens, so
+        the consumer leaves first and the store closes last."""
         config.check(self.settings)  # the same rules as `whereby-pipeline config check --stage sink`
-        self.client = await asyncio.to_thread(
+        self.closing(stack, "read pool", _async(self._read_pool.close))
+        self.client = client = await asyncio.to_thread(
             store.connect, self.settings.clickhouse_url, self.settings.clickhouse_access
         )
+        self.closing(stack, "ClickHouse client", lambda: asyncio.to_thread(client.close))
         cluster = self.settings.clickhouse_cluster
-        await asyncio.to_thread(store.migrate, self.client, self.db, cluster)
+        await asyncio.to_thread(store.migrate, client, self.db, cluster)
         await asyncio.to_thread(
-            retention.apply_archive_retention, self.client, self.db, self.settings.raw_archive_retention_days, cluster
+            retention.apply_archive_retention, client, self.db, self.settings.raw_archive_retention_days, cluster
         )
         # Its own handle: a derivation never waits for an insert on the writer's, nor holds one up.
-        self._derive_client = await asyncio.to_thread(
+        self._derive_client = derive_client = await asyncio.to_thread(
             store.connect, self.settings.clickhouse_url, self.settings.clickhouse_access
         )
-        self.deriver = Deriver(self._derive_client, self.db, stale_after_s=self.settings.stale_connection_s)
-        await asyncio.to_thread(catch_up, self.deriver)
+        self.closing(stack, "derive client", lambda: asyncio.to_thread(derive_client.close))
+        self.deriver = deriver = Deriver(derive_client, self.db, stale_after_s=self.settings.stale_connection_s)
+        self.closing(stack, "deriver", lambda: deriver.stop(timeout_s=self._close_timeout_s()))
+        await asyncio.to_thread(catch_up, deriver)
         # ClickHouse's HTTP interface for BI tools, when the store is embedded (after the schema exists).
-        self._sql = await sqlhttp.start_for(self.settings)
-        self._writer = ClickHouseWriter(
-            self.client, self.db, cluster=cluster, erasures=self.erasures, lock=self.deriver.lock
-        )
+        self._sql = sql = await sqlhttp.start_for(self.settings)
+        if sql is not None:
+            self.closing(stack, "SQL interface", sql.stop)  # bounded by sqlhttp.STOP_TIMEOUT_S; before the store
+        self._writer = ClickHouseWriter(client, self.db, cluster=cluster, erasures=self.erasures, lock=deriver.lock)
         await kafka.prepare(self.settings)
         # Every erasure on the topic, before the first batch: each one is scrubbed from what it inserts.
+        self.closing(stack, "erasure follower", self._erasure_follower.stop)
         await self._erasure_follower.start()
-        self._producer = kafka.producer(self.settings)
-        await self._producer.start()
-        self._consumer = kafka.consumer(
+        producer = kafka.producer(self.settings)
+        await producer.start()
+        self.closing(stack, "producer", producer.stop)
+        self._producer = producer
+        consumer = kafka.consumer(
             self.settings, group_id=self.settings.sink_group, max_poll_records=self.settings.sink_batch_rows
         )
         # The raw topic too: every accepted webhook body goes to the raw archive, which outlives the
         # topic's retention (replay reads it for older ranges).
-        self._consumer.subscribe(
+        consumer.subscribe(
             [
                 self.settings.topic_enriched,
                 self.settings.topic_dimensions,
@@ -144,11 +151,13 @@ class SinkService:
             ],
             listener=rebalance.Counted("sink", _FlushOnRevoke(self)),
         )
-        await self._consumer.start()
-        self._ready = True
+        await consumer.start()
+        self.closing(stack, "consumer", consumer.stop)
+        self._consumer = consumer
 
-    def ready(self) -> bool:
-        return self._ready and not self._stopping.is_set()
+    def _close_timeout_s(self) -> float:
+        """What one close may take: the stop's budget left, at least a second (closes come after the drain)."""
+        return max(1.0, min(10.0, self.time_left_s()))
 
     def routes(self) -> list[web.RouteDef]:
         # The read API and page: in embedded mode only this process can open the store.
@@ -161,33 +170,28 @@ class SinkService:
             stale_after_s=self.settings.stale_connection_s,
         )
 
-    async def run(self) -> None:
-        self._run_finished = finished = asyncio.Event()
-        assert self._consumer is not None
-        assert self.deriver is not None
-        lag_reporter = asyncio.create_task(
-            lag.report_forever(self._consumer, "sink", interval_s=self.settings.lag_interval_s), name="sink-lag"
-        )
-        replica_reporter = asyncio.create_task(
-            replicas.report_forever(self.settings, interval_s=self.settings.lag_interval_s), name="sink-replicas"
-        )
-        deriving = asyncio.create_task(self.deriver.run(), name="sink-derive")
-        drift_reporter = asyncio.create_task(drift.report_forever(lambda: self.client, self.db), name="sink-drift")
-        erasure_follower = asyncio.create_task(self._erasure_follower.follow(), name="sink-erasures")
-        try:
-            while not self._stopping.is_set():
-                await self.poll_once()
-            await self.flush(timeout_s=STOP_TIMEOUT_S)
-        finally:
-            lag_reporter.cancel()
-            drift_reporter.cancel()
-            replica_reporter.cancel()
-            erasure_follower.cancel()
-            await self.deriver.stop()
-            await asyncio.gather(
-                lag_reporter, replica_reporter, deriving, drift_reporter, erasure_follower, return_exceptions=True
-            )
-            finished.set()
+    def background(self) -> list[Background]:
+        assert self._consumer is not None and self.deriver is not None
+        interval = self.settings.lag_interval_s
+        return [
+            Background("lag", lag.report_forever(self._consumer, "sink", interval_s=interval)),
+            Background("replicas", replicas.report_forever(self.settings, interval_s=interval)),
+            Background("derive", self.deriver.run()),
+            Background("drift", drift.report_forever(lambda: self.client, self.db)),
+            Background("erasures", self._erasure_follower.follow()),
+        ]
+
+    async def step(self) -> None:
+        await self.poll_once()
+
+    async def finish(self) -> None:
+        """The last flush on a stop, within the drain budget (beyond it the batch is left uncommitted)."""
+        await self.flush(timeout_s=max(0.1, self.time_left_s() * 0.9))
+
+    async def wind_down(self) -> None:
+        """Let the deriver finish its cycle in hand before its task is cancelled."""
+        if self.deriver is not None:
+            await self.deriver.stop(timeout_s=self._close_timeout_s())
 
     async def poll_once(self) -> None:
         """Poll once, buffer what came, and start a flush if the batch is due and none is running."""
@@ -403,31 +407,6 @@ class SinkService:
             await task
             self._inflight = None
 
-    async def stop(self) -> None:
-        self._stopping.set()
-        self._ready = False
-        if self._sql is not None:
-            sql, self._sql = self._sql, None
-            await sql.stop()  # bounded by sqlhttp.STOP_TIMEOUT_S; before the store closes
-        if self._run_finished is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._run_finished.wait(), timeout=STOP_TIMEOUT_S + 5)
-        if self._consumer is not None:
-            consumer, self._consumer = self._consumer, None
-            await consumer.stop()
-        if self._producer is not None:
-            producer, self._producer = self._producer, None
-            await producer.stop()
-        await self._erasure_follower.stop()
-        self._read_pool.close()
-        if self.deriver is not None:
-            await self.deriver.stop()
-        for name in ("_derive_client", "client"):
-            client = getattr(self, name)
-            if client is not None:
-                setattr(self, name, None)
-                await asyncio.to_thread(client.close)
-
 
 def catch_up(deriver: Deriver) -> None:
     """Derive every room left underived (all of them after an upgrade), logging progress (blocking)."""
@@ -457,3 +436,12 @@ def _event_id(value: bytes | None) -> str | None:
         return None
     event_id = doc.get("event_id") if isinstance(doc, dict) else None
     return event_id if isinstance(event_id, str) else None
+
+
+def _async(close: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    """A synchronous, quick close as an awaitable one (for `Stage.closing`)."""
+
+    async def run() -> None:
+        close()
+
+    return run

@@ -1,0 +1,109 @@
+"""The stage lifecycle (pipeline/stage.py): closes in reverse order that never skip each other, a failed
+start that closes what it opened, and a stop bounded by SHUTDOWN_TIMEOUT_S even when the loop is stuck."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+
+import pytest
+
+from pipeline.settings import Settings
+from pipeline.stage import ConsumerStage, Stage
+
+
+def settings(**changes: object) -> Settings:
+    return dataclasses.replace(Settings.from_env({}), **changes)  # type: ignore[arg-type]
+
+
+class Recording(Stage):
+    name = "recording"
+
+    def __init__(self, settings: Settings, *, fail_close: str = "", fail_open_after: str = "") -> None:
+        super().__init__(settings)
+        self.closed: list[str] = []
+        self.fail_close = fail_close
+        self.fail_open_after = fail_open_after
+
+    async def open(self, stack: contextlib.AsyncExitStack) -> None:
+        for what in ("producer", "dimensions", "consumer"):
+            self.closing(stack, what, self._closer(what))
+            if what == self.fail_open_after:
+                raise RuntimeError("broker went away")
+
+    def _closer(self, what: str):  # type: ignore[no-untyped-def]
+        async def close() -> None:
+            self.closed.append(what)
+            if what == self.fail_close:
+                raise RuntimeError(f"{what} close failed")
+
+        return close
+
+
+async def test_closes_run_in_reverse_order_and_a_failing_one_skips_none(caplog: pytest.LogCaptureFixture) -> None:
+    async with Recording(settings(), fail_close="consumer") as stage:
+        assert stage.ready()
+    assert stage.closed == ["consumer", "dimensions", "producer"]
+    assert not stage.ready()
+    assert "closing consumer failed" in caplog.text
+    await stage.stop()  # idempotent: nothing closed twice
+    assert stage.closed == ["consumer", "dimensions", "producer"]
+
+
+async def test_a_failed_start_closes_what_it_had_opened() -> None:
+    stage = Recording(settings(), fail_open_after="dimensions")
+    with pytest.raises(RuntimeError, match="broker went away"):
+        await stage.start()
+    assert stage.closed == ["dimensions", "producer"]
+    assert not stage.ready()
+
+
+class Stuck(ConsumerStage):
+    """A loop whose step never returns (a poll that hangs)."""
+
+    name = "stuck"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.steps = 0
+        self.cancelled = False
+
+    async def step(self) -> None:
+        self.steps += 1
+        if self.steps >= 3:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                self.cancelled = True
+                raise
+        await asyncio.sleep(0)
+
+
+async def test_a_stuck_loop_is_cancelled_within_the_shutdown_budget() -> None:
+    stage = Stuck(settings(shutdown_timeout_s=1.0))
+    await stage.start()
+    run = asyncio.create_task(stage.run())
+    while stage.steps < 3:  # noqa: ASYNC110 (a test polling a counter)
+        await asyncio.sleep(0.01)
+    started = time.monotonic()
+    await stage.stop()
+    await asyncio.wait_for(run, timeout=1)  # run() returns normally after the cancellation
+    assert time.monotonic() - started < 1.5
+    assert stage.cancelled
+
+
+class Failing(ConsumerStage):
+    name = "failing"
+
+    async def step(self) -> None:
+        raise ValueError("bad poll")
+
+
+async def test_a_failing_loop_fails_run() -> None:
+    stage = Failing(settings())
+    await stage.start()
+    with pytest.raises(ValueError, match="bad poll"):
+        await stage.run()
+    await stage.stop()
