@@ -91,6 +91,9 @@ def _erasure_key(merged: Mapping[str, str]) -> str:
 
 # Under Kubernetes' default terminationGracePeriodSeconds (30 s) with a margin for the runtime's own steps.
 DEFAULT_SHUTDOWN_TIMEOUT_S = 25.0
+# What a process manager should wait beyond SHUTDOWN_TIMEOUT_S before killing a stage (the interpreter's
+# own exit, a log flush): the supervisor does, and the deploy files' grace periods are at least the sum.
+GRACE_MARGIN_S = 5.0
 MAX_SHUTDOWN_TIMEOUT_S = 600.0
 
 DEFAULT_WHEREBY_API_URL = "https://api.whereby.dev/v1"

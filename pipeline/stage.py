@@ -38,9 +38,11 @@ from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# What the closes after a drain are left when the drain took the whole budget: leaving a consumer group and
-# flushing a producer take well under this, and it keeps the total stop below the deploy files' grace period.
-CLOSE_RESERVE_FRACTION = 0.2
+# How SHUTDOWN_TIMEOUT_S is shared: the runner's HTTP server lets requests in flight finish in the first
+# part (pipeline.runner.HTTP_FRACTION, 0.2); the drain gets DRAIN_FRACTION; the closes after it (leaving
+# the group, flushing a producer: well under a second normally) the rest. All of it stays below the deploy
+# files' grace periods, which are the budget plus a margin (tests/unit/test_deploy_grace.py).
+DRAIN_FRACTION = 0.6
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,7 @@ class Stage:
     def time_left_s(self) -> float:
         """Seconds left of the stop's drain budget (the whole budget before a stop)."""
         if self._stop_deadline is None:
-            return self.shutdown_timeout_s * (1 - CLOSE_RESERVE_FRACTION)
+            return self.shutdown_timeout_s * DRAIN_FRACTION
         return max(0.0, self._stop_deadline - time.monotonic())
 
     async def start(self) -> None:
@@ -130,7 +132,7 @@ class Stage:
             return
         self._stopped = True
         self._ready = False
-        drain_s = self.shutdown_timeout_s * (1 - CLOSE_RESERVE_FRACTION)
+        drain_s = self.shutdown_timeout_s * DRAIN_FRACTION
         self._stop_deadline = time.monotonic() + drain_s
         self._stopping.set()
         started = time.monotonic()

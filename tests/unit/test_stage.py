@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from pipeline.settings import Settings
+from pipeline.settings import GRACE_MARGIN_S, ConfigError, Settings
 from pipeline.stage import ConsumerStage, Stage
 
 
@@ -107,3 +107,13 @@ async def test_a_failing_loop_fails_run() -> None:
     with pytest.raises(ValueError, match="bad poll"):
         await stage.run()
     await stage.stop()
+
+
+@pytest.mark.parametrize("raw", ["0", "0.5", "601", "soon"])
+def test_the_shutdown_budget_is_validated(raw: str) -> None:
+    with pytest.raises(ConfigError, match=r"^SHUTDOWN_TIMEOUT_S"):
+        Settings.from_env({"SHUTDOWN_TIMEOUT_S": raw})
+
+
+def test_the_shutdown_budget_defaults_below_kubernetes_default_grace_period() -> None:
+    assert Settings.from_env({}).shutdown_timeout_s + GRACE_MARGIN_S <= 30
