@@ -52,6 +52,7 @@ class IngestService(Stage):
     """Receives webhooks and makes them durable on Kafka before answering."""
 
     name = "ingest"
+    tracks_progress = True  # run() probes the broker every PROBE_INTERVAL_S
 
     def __init__(
         self, settings: Settings, *, probe_interval_s: float = PROBE_INTERVAL_S, lanes: int = PRODUCER_LANES
@@ -108,6 +109,7 @@ class IngestService(Stage):
 
     async def run(self) -> None:
         """Probe the broker periodically until stopped, so readiness follows real connectivity."""
+        self._running = True
         while not self.stopping:
             if self._producers:
                 await readiness.probe(self._producers[0], self._health, timeout_s=max(self._probe_interval_s, 1.0))

@@ -52,12 +52,14 @@ class Service(Protocol):
     def ready(self) -> bool:
         """True while the stage can do its work (e.g. its broker connection is up)."""
 
+    def alive(self) -> bool:
+        """False when the stage's loop is stuck (no progress for LIVENESS_STALL_S): restart it."""
+
+    def idle_s(self) -> float:
+        """Seconds since the stage's loop last made progress."""
+
     def routes(self) -> list[web.RouteDef]:
         """Extra HTTP routes served on the stage's port (may be empty)."""
-
-
-async def _healthz(_: web.Request) -> web.Response:
-    return web.json_response({"status": "alive"})
 
 
 async def _metrics(_: web.Request) -> web.Response:
@@ -67,13 +69,21 @@ async def _metrics(_: web.Request) -> web.Response:
 def build_app(service: Service, *, client_max_size: int = 1024**2) -> web.Application:
     """The stage's HTTP application: its routes plus health, readiness and metrics."""
 
+    async def healthz(_: web.Request) -> web.Response:
+        # Liveness means progress: a loop that stopped turning (a hung poll, a deadlock) answers 503, so
+        # Kubernetes restarts it; an empty poll is progress. Readiness (below) says whether it can work now.
+        if service.alive():
+            return web.json_response({"status": "alive"})
+        idle = round(service.idle_s(), 1)
+        return web.json_response({"status": "stalled", "idle_s": idle}, status=503)
+
     async def readyz(_: web.Request) -> web.Response:
         ok = service.ready()
         return web.json_response({"ready": ok}, status=200 if ok else 503)
 
     app = web.Application(client_max_size=client_max_size)
     app.add_routes(
-        [web.get("/healthz", _healthz), web.get("/readyz", readyz), web.get("/metrics", _metrics), *service.routes()]
+        [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", _metrics), *service.routes()]
     )
     return app
 

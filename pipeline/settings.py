@@ -94,6 +94,9 @@ DEFAULT_SHUTDOWN_TIMEOUT_S = 25.0
 # What a process manager should wait beyond SHUTDOWN_TIMEOUT_S before killing a stage (the interpreter's
 # own exit, a log flush): the supervisor does, and the deploy files' grace periods are at least the sum.
 GRACE_MARGIN_S = 5.0
+# Far above a healthy loop's longest step (a poll waits 0.5 s; a produce that is not acknowledged gives
+# up after 30 s and the batch is retried), so only a loop that is really stuck is reported dead.
+DEFAULT_LIVENESS_STALL_S = 120.0
 MAX_SHUTDOWN_TIMEOUT_S = 600.0
 
 DEFAULT_WHEREBY_API_URL = "https://api.whereby.dev/v1"
@@ -304,6 +307,9 @@ class Settings:
     # The whole stop of a process after SIGTERM (HTTP requests in flight, drain, flush, commit, closes);
     # the deploy files' grace periods are this plus a margin (pipeline/stage.py, tests/unit/test_deploy_grace.py).
     shutdown_timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S
+    # Liveness: `/healthz` answers 503 once a stage's loop has not completed a step (an empty poll counts)
+    # for this long, so an orchestrator restarts a stuck consumer (pipeline/stage.py).
+    liveness_stall_s: float = DEFAULT_LIVENESS_STALL_S
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, dotenv: Path | None = None) -> Settings:
@@ -401,6 +407,7 @@ class Settings:
                 "RAW_ARCHIVE_RETENTION_DAYS", DEFAULT_RAW_ARCHIVE_RETENTION_DAYS, low=0, high=36_500
             ),
             shutdown_timeout_s=_shutdown_timeout(env),
+            liveness_stall_s=env.number("LIVENESS_STALL_S", DEFAULT_LIVENESS_STALL_S, low=1.0),
         )
 
     def kafka_client_kwargs(self) -> dict[str, Any]:

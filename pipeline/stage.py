@@ -59,10 +59,13 @@ class Stage:
     """Base of every long-running stage: `async with Stage(settings) as s:` starts it and stops it.
 
     Subclasses implement `open(stack)` (acquire clients, in order) and `run()`; `drain()` is what a stop
-    waits for, bounded by the shutdown budget, before the stack is closed.
+    waits for, bounded by the shutdown budget, before the stack is closed. A stage whose `run()` stamps
+    `progressed_at` at every turn of its loop sets `tracks_progress`, and is then reported dead
+    (`alive()`, `/healthz`) when the loop stalls.
     """
 
     name = "stage"
+    tracks_progress = False
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -71,6 +74,7 @@ class Stage:
         self._stopped = False
         self._ready = False
         self._stop_deadline: float | None = None
+        self._running = False  # set by a loop that stamps progress (see alive())
         # Liveness: stamped by every step of the stage's loop (see ConsumerStage); a stage without a
         # loop of its own counts as progressing.
         self.progressed_at = time.monotonic()
@@ -95,6 +99,20 @@ class Stage:
     def ready(self) -> bool:
         """True while the stage can do its work (its clients are started and it is not stopping)."""
         return self._ready and not self._stopping.is_set()
+
+    def idle_s(self) -> float:
+        """Seconds since the stage's loop last completed a step."""
+        return time.monotonic() - self.progressed_at
+
+    def alive(self) -> bool:
+        """False when the loop has made no progress for LIVENESS_STALL_S (an empty poll is progress).
+
+        Only while it runs: before the loop starts there is nothing to judge, and a stage that is stopping
+        is bounded by the shutdown budget instead (a restart then would only cut the drain short).
+        """
+        if not self.tracks_progress or not self._running or self._stopping.is_set():
+            return True
+        return self.idle_s() < self.settings.liveness_stall_s
 
     # -- lifecycle --------------------------------------------------------------------------------------
 
@@ -182,6 +200,8 @@ class ConsumerStage(Stage):
     normally (e.g. the sink's last flush).
     """
 
+    tracks_progress = True
+
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self._loop_task: asyncio.Task[None] | None = None
@@ -213,6 +233,8 @@ class ConsumerStage(Stage):
 
     async def _loop(self) -> None:
         tasks = [(b, asyncio.create_task(b.coroutine, name=f"{self.name}-{b.name}")) for b in self.background()]
+        self.progressed_at = time.monotonic()
+        self._running = True
         try:
             while not self._stopping.is_set():
                 for spec, task in tasks:
@@ -223,6 +245,7 @@ class ConsumerStage(Stage):
                 self.progressed_at = time.monotonic()  # empty polls count: the loop is alive
             await self.finish()
         finally:
+            self._running = False
             try:
                 await self.wind_down()
             finally:

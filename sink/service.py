@@ -157,7 +157,7 @@ class SinkService(ConsumerStage):
 
     def _close_timeout_s(self) -> float:
         """What one close may take: the stop's budget left, at least a second (closes come after the drain)."""
-        return max(1.0, min(10.0, self.time_left_s()))
+        return max(1.0, self.time_left_s())
 
     def routes(self) -> list[web.RouteDef]:
         # The read API and page: in embedded mode only this process can open the store.

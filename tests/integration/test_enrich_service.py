@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import uuid
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from aiokafka import TopicPartition
@@ -276,3 +279,29 @@ async def test_enrich_reports_lag_batch_sizes_and_produce_latency(settings: Sett
     # Batch size and produce latency are observed once per handled batch.
     assert total(BATCH_RECORDS, "_sum") - records_before == 5
     assert total(PRODUCE_SECONDS, "_count") - batches_before >= 1
+
+
+async def test_healthz_follows_the_loop_idle_polls_alive_a_stuck_poll_dead(settings: Settings) -> None:
+    configured = dataclasses.replace(settings, liveness_stall_s=1.5, shutdown_timeout_s=2.0)
+    service = EnrichService(configured)
+    async with Running(service, http=True) as running, aiohttp.ClientSession() as http:
+        await asyncio.sleep(3)  # nothing to consume: empty polls only, twice the bound
+        async with http.get(running.url + "/healthz") as r:
+            assert r.status == 200
+        consumer = service._consumer
+        assert consumer is not None
+
+        async def stuck(*_: Any, **__: Any) -> Any:  # a poll that never comes back (a wedged client)
+            await asyncio.sleep(3600)
+
+        consumer.getmany = stuck  # type: ignore[method-assign]
+        answer = await wait_for(lambda: _answer(http, running.url + "/healthz", 503), timeout_s=10)
+        assert answer["status"] == "stalled"
+        async with http.get(running.url + "/readyz") as r:
+            assert r.status == 200  # readiness is unchanged: only liveness judges progress
+    # Running's exit waited for run(): the stop, bounded by SHUTDOWN_TIMEOUT_S, cancelled the stuck loop.
+
+
+async def _answer(http: aiohttp.ClientSession, url: str, status: int) -> dict[str, Any] | None:
+    async with http.get(url) as r:
+        return dict(await r.json()) if r.status == status else None

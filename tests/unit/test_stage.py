@@ -9,7 +9,9 @@ import dataclasses
 import time
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from pipeline.runner import build_app
 from pipeline.settings import GRACE_MARGIN_S, ConfigError, Settings
 from pipeline.stage import ConsumerStage, Stage
 
@@ -117,3 +119,36 @@ def test_the_shutdown_budget_is_validated(raw: str) -> None:
 
 def test_the_shutdown_budget_defaults_below_kubernetes_default_grace_period() -> None:
     assert Settings.from_env({}).shutdown_timeout_s + GRACE_MARGIN_S <= 30
+
+
+class Stallable(ConsumerStage):
+    """Empty polls until `stall` is set, then a poll that never returns."""
+
+    name = "stallable"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.stall = asyncio.Event()
+
+    async def step(self) -> None:
+        if self.stall.is_set():
+            await asyncio.sleep(3600)
+        await asyncio.sleep(0.05)  # an empty poll
+
+
+async def test_healthz_answers_503_once_the_loop_stalls_and_empty_polls_keep_it_alive() -> None:
+    stage = Stallable(settings(liveness_stall_s=0.5, shutdown_timeout_s=1.0))
+    async with stage, TestClient(TestServer(build_app(stage))) as http:
+        run = asyncio.create_task(stage.run())
+        await asyncio.sleep(1.0)  # twice the bound, with nothing but empty polls
+        async with http.get("/healthz") as r:
+            assert r.status == 200
+        stage.stall.set()
+        await asyncio.sleep(1.0)
+        async with http.get("/healthz") as r:
+            assert r.status == 503
+            answer = await r.json()
+        assert answer["status"] == "stalled" and answer["idle_s"] >= 0.5
+        async with http.get("/readyz") as r:
+            assert r.status == 200  # readiness is a different question
+    await asyncio.wait_for(run, timeout=1)  # the stop cancelled the stuck loop
