@@ -72,7 +72,9 @@ def build_app(service: Service, *, client_max_size: int = 1024**2) -> web.Applic
     async def healthz(_: web.Request) -> web.Response:
         # Liveness means progress: a loop that stopped turning (a hung poll, a deadlock) answers 503, so
         # Kubernetes restarts it; an empty poll is progress. Readiness (below) says whether it can work now.
-        if service.alive():
+        # (A service without a loop of its own, e.g. a bare host of routes, has nothing to judge.)
+        alive = getattr(service, "alive", None)
+        if alive is None or alive():
             return web.json_response({"status": "alive"})
         idle = round(service.idle_s(), 1)
         return web.json_response({"status": "stalled", "idle_s": idle}, status=503)
