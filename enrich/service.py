@@ -40,7 +40,8 @@ from enrich import config
 from enrich.dimensions import DimensionError, DimensionTable
 from enrich.dimtopic import DimensionFollower, record_user_id_source
 from enrich.enricher import CUSTOMER_RESOLUTIONS, USER_RESOLUTIONS, BadEvent, enrich_record
-from pipeline import contract, kafka, lag, rebalance, replicas
+from pipeline import contract, kafka, kafkaerrors, lag, rebalance, replicas
+from pipeline.backoff import Backoff
 from pipeline.settings import Settings
 from pipeline.stage import Background, ConsumerStage
 
@@ -69,7 +70,9 @@ COMMIT_FAILURES = Counter(
 )
 
 MAX_POLL_RECORDS = 2000
-RETRY_BACKOFF_S = 1.0
+# Waits between retries of a batch the broker did not acknowledge: from half a second, up to 30 s.
+RETRY_BASE_S = 0.5
+RETRY_CAP_S = 30.0
 # Output partitions of hashed keys, remembered per key (a room sends many events); bounded.
 PARTITION_CACHE_SIZE = 100_000
 
@@ -122,6 +125,7 @@ class EnrichService(ConsumerStage):
         self._batch_lock = asyncio.Lock()
         self._partition_of_key: dict[bytes, int] = {}
         self._hashed_partitions: tuple[int, ...] = ()
+        self._backoff = Backoff(base_s=RETRY_BASE_S, cap_s=RETRY_CAP_S)
 
     async def open(self, stack: contextlib.AsyncExitStack) -> None:
         """Producer, then the dimension table, then the consumer (closed in the reverse order)."""
@@ -213,6 +217,13 @@ class EnrichService(ConsumerStage):
             # are removed by event id downstream), so this is noisy but not lossy.
             COMMIT_FAILURES.inc()
             log.warning("offset commit failed after a rebalance", extra={"error": type(exc).__name__})
+        except KafkaError as exc:
+            if kafkaerrors.classify(exc) == "fatal":
+                raise kafkaerrors.fatal(exc, "offset commit") from exc
+            # Transient: the next batch's commit covers these offsets too (commits are cumulative).
+            COMMIT_FAILURES.inc()
+            log.warning(kafkaerrors.describe(exc, "offset commit"), extra={"error": type(exc).__name__})
+        self._backoff.reset()
         return count
 
     async def _enrich_and_send(
@@ -361,14 +372,21 @@ class EnrichService(ConsumerStage):
     async def _rewind(
         self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], error: BaseException
     ) -> None:
-        """A produce was not acknowledged: commit nothing, seek back, and let the next poll retry the batch."""
+        """A produce was not acknowledged: commit nothing, seek back, and let the next poll retry the batch
+        after a growing wait; a failure retrying cannot fix (pipeline/kafkaerrors.py) stops the stage."""
         assert self._consumer is not None
         PRODUCE_FAILURES.inc()
-        log.error("produce not acknowledged; retrying the batch", extra={"error": repr(error)})
         if not isinstance(error, KafkaError):
-            raise error
+            raise error  # a bug, not the broker: surface it as it is
+        if kafkaerrors.classify(error) == "fatal":
+            raise kafkaerrors.fatal(error, "produce")
+        delay = self._backoff.next()
+        log.error(
+            f"{kafkaerrors.describe(error, 'produce')}; retrying the batch in {delay:.1f}s",
+            extra={"error": repr(error)},
+        )
         assigned = self._consumer.assignment()
         for tp, records in batches.items():
             if tp in assigned:
                 self._consumer.seek(tp, records[0].offset)
-        await asyncio.sleep(RETRY_BACKOFF_S)
+        await asyncio.sleep(delay)

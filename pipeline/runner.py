@@ -25,6 +25,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from pipeline.httpserver import HttpLimits, HttpServer
+from pipeline.kafkaerrors import KafkaFatal
 from pipeline.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
@@ -166,10 +167,13 @@ async def serve(
     code = 0
     if work.done() and not stopping.is_set():
         failure = work.exception()
-        log.error(
-            f"{service.name} stopped unexpectedly: {failure!r}" if failure else f"{service.name} run loop ended",
-            extra={"service": service.name},
-        )
+        if isinstance(failure, KafkaFatal):  # already one line saying what to fix
+            message = f"{service.name} stopped: {failure}"
+        else:
+            message = (
+                f"{service.name} stopped unexpectedly: {failure!r}" if failure else f"{service.name} run loop ended"
+            )
+        log.error(message, extra={"service": service.name})
         code = 1
     log.info(
         f"{service.name} stopping: draining in-flight work (within {budget_s:.0f}s)", extra={"service": service.name}

@@ -36,10 +36,11 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from clickhouse_connect.driver.client import Client
 
-from pipeline import contract, kafka, lag, rebalance, replicas
+from pipeline import contract, kafka, kafkaerrors, lag, rebalance, replicas
+from pipeline.backoff import Backoff
 from pipeline.erasure import ErasureSet
 from pipeline.settings import Settings
 from pipeline.stage import Background, ConsumerStage
@@ -317,6 +318,11 @@ class SinkService(ConsumerStage):
             # The partitions moved to another member meanwhile: it consumes these records again, and
             # the re-insert changes nothing (same event ids; idempotent aggregates).
             log.warning(f"offset commit after insert failed: {exc!r}", extra={"service": self.name})
+        except KafkaError as exc:
+            if kafkaerrors.classify(exc) == "fatal":
+                raise kafkaerrors.fatal(exc, "offset commit") from exc
+            # Transient: the next batch's commit covers these offsets too (commits are cumulative).
+            log.warning(kafkaerrors.describe(exc, "offset commit"), extra={"service": self.name})
         if self.deriver is not None and batch.events:
             self.deriver.wake()
         self._observe(batch, outcome)
@@ -325,6 +331,33 @@ class SinkService(ConsumerStage):
         """Put each bad record on the dead-letter topic; awaited before the batch's offsets are committed."""
         if not letters:
             return
+        backoff = Backoff(base_s=0.5, cap_s=30.0)
+        while True:
+            try:
+                await self._send_dead_letters(letters)
+                break
+            except KafkaError as exc:
+                # Re-sending them all may write a bad row twice; one missing would be worse.
+                if kafkaerrors.classify(exc) == "fatal":
+                    raise kafkaerrors.fatal(exc, "dead-letter send") from exc
+                delay = backoff.next()
+                log.warning(
+                    f"{kafkaerrors.describe(exc, 'dead-letter send')}; retrying in {delay:.1f}s",
+                    extra={"service": self.name},
+                )
+                await asyncio.sleep(delay)
+        kinds = {
+            self.settings.topic_dimensions: "dimension",
+            self.settings.topic_raw: "archive",
+            self.settings.topic_reconciliation: "reconciliation",
+        }
+        for d in letters:
+            metrics.DEADLETTER.labels(d.reason).inc()
+            kind = kinds.get(d.record.topic, "event")
+            metrics.ROWS.labels(kind, "deadletter").inc()
+
+    async def _send_dead_letters(self, letters: list[DeadLetter]) -> None:
+        """One send per bad record, all awaited (the acknowledgements, not just the hand-over)."""
         assert self._producer is not None
         sends = []
         for d in letters:
@@ -340,15 +373,6 @@ class SinkService(ConsumerStage):
             )
             sends.append(await self._producer.send(self.settings.topic_deadletter, row, key=d.record.key))
         await asyncio.gather(*sends)
-        kinds = {
-            self.settings.topic_dimensions: "dimension",
-            self.settings.topic_raw: "archive",
-            self.settings.topic_reconciliation: "reconciliation",
-        }
-        for d in letters:
-            metrics.DEADLETTER.labels(d.reason).inc()
-            kind = kinds.get(d.record.topic, "event")
-            metrics.ROWS.labels(kind, "deadletter").inc()
 
     def _observe(self, batch: Batch, outcome: Outcome) -> None:
         dims, archived, recons = len(batch.dimensions), len(batch.archive), len(batch.reconciliations)
