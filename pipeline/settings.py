@@ -265,8 +265,6 @@ class Settings:
     clickhouse_url: str
     clickhouse_database: str
     clickhouse_cluster: str
-    # Fault injection for `make chaos` only: the sink SIGKILLs itself after an insert, before committing.
-    chaos_sink_crash_after_insert: bool
     lag_interval_s: float
     sink_batch_rows: int
     sink_batch_bytes: int
@@ -384,7 +382,6 @@ class Settings:
             clickhouse_database=env.text("CLICKHOUSE_DATABASE", "whereby"),
             clickhouse_cluster=env.text("CLICKHOUSE_CLUSTER", ""),
             lag_interval_s=env.number("CONSUMER_LAG_INTERVAL_S", 15.0),
-            chaos_sink_crash_after_insert=env.text("CHAOS_SINK_CRASH_AFTER_INSERT", "") == "1",
             sink_batch_rows=env.integer("SINK_BATCH_ROWS", 10_000, low=1),
             sink_batch_bytes=env.integer("SINK_BATCH_BYTES", 16 * 1024 * 1024, low=1024),
             sink_batch_seconds=env.number("SINK_BATCH_SECONDS", 1.0),

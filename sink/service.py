@@ -28,8 +28,6 @@ import contextlib
 import itertools
 import logging
 import operator
-import os
-import signal
 import time
 from collections.abc import Awaitable, Callable
 
@@ -78,8 +76,12 @@ class SinkService(ConsumerStage):
 
     name = "sink"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, after_insert: Callable[[Batch], None] | None = None) -> None:
+        """`after_insert`: called with each batch once it is in ClickHouse (and its bad rows on the
+        dead-letter topic), before its offsets are committed. A plug-in point for fault injection
+        (`make chaos` crashes the process there); the shipped sink passes none."""
         super().__init__(settings)
+        self._after_insert = after_insert
         self.db = settings.clickhouse_database
         self.limits = Limits(settings.sink_batch_rows, settings.sink_batch_bytes, settings.sink_batch_seconds)
         self.client: Client | None = None
@@ -309,9 +311,8 @@ class SinkService(ConsumerStage):
                 await asyncio.sleep(delay)
         self._retrying = False
         await self._dead_letter([*batch.dead_letters, *outcome.rejected])
-        if self.settings.chaos_sink_crash_after_insert and batch.rows:
-            # `make chaos` proves that a crash in exactly this window double counts nothing.
-            os.kill(os.getpid(), signal.SIGKILL)
+        if self._after_insert is not None:
+            self._after_insert(batch)  # e.g. chaos/crashing_sink.py dies here, in the insert → commit window
         try:
             await self._consumer.commit({TopicPartition(t, p): o for (t, p), o in batch.next_offsets.items()})
         except (CommitFailedError, IllegalStateError) as exc:
