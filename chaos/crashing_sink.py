@@ -12,6 +12,7 @@ import signal
 import sys
 
 from pipeline.cli import run_service
+from pipeline.settings import SinkSettings
 from sink.batch import Batch
 from sink.service import SinkService
 
@@ -27,6 +28,7 @@ def main() -> int:
     return run_service(
         lambda settings: SinkService(settings, after_insert=crash_after_insert),
         lambda settings: (settings.sink_host, settings.sink_port),
+        settings_class=SinkSettings,
     )
 
 

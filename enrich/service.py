@@ -42,7 +42,7 @@ from enrich.dimtopic import DimensionFollower, record_user_id_source
 from enrich.enricher import CUSTOMER_RESOLUTIONS, USER_RESOLUTIONS, BadEvent, enrich_record
 from pipeline import contract, kafka, kafkaerrors, lag, rebalance, replicas
 from pipeline.backoff import Backoff
-from pipeline.settings import Settings
+from pipeline.settings import EnrichSettings
 from pipeline.stage import Background, ConsumerStage
 
 log = logging.getLogger(__name__)
@@ -111,12 +111,12 @@ class _FinishBatchOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         return None
 
 
-class EnrichService(ConsumerStage):
+class EnrichService(ConsumerStage[EnrichSettings]):
     """Consumes raw events, enriches them and produces the results, committing after the acks."""
 
     name = "enrich"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: EnrichSettings) -> None:
         super().__init__(settings)
         self.table = DimensionTable()
         self._dims = DimensionFollower(settings, self.table, on_rejected=self._dead_letter_dimension)

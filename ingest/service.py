@@ -23,7 +23,7 @@ from ingest import admission, answers, config, envelope, metrics, openapi, readi
 from ingest.answers import Answer
 from ingest.batcher import Batcher, StoreError, partitions_of
 from pipeline import contract, kafka
-from pipeline.settings import ConfigError, Settings
+from pipeline.settings import ConfigError, IngestSettings
 from pipeline.stage import Stage
 
 log = logging.getLogger(__name__)
@@ -48,14 +48,14 @@ _STORED_REQUESTS = metrics.requests(answers.ACCEPTED, "stored")
 _ACCEPTED_DURATION = metrics.request_duration(answers.ACCEPTED)
 
 
-class IngestService(Stage):
+class IngestService(Stage[IngestSettings]):
     """Receives webhooks and makes them durable on Kafka before answering."""
 
     name = "ingest"
     tracks_progress = True  # run() probes the broker every PROBE_INTERVAL_S
 
     def __init__(
-        self, settings: Settings, *, probe_interval_s: float = PROBE_INTERVAL_S, lanes: int = PRODUCER_LANES
+        self, settings: IngestSettings, *, probe_interval_s: float = PROBE_INTERVAL_S, lanes: int = PRODUCER_LANES
     ) -> None:
         config.check(settings)  # the same rules as `whereby-pipeline config check --stage ingest`
         super().__init__(settings)

@@ -26,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from pipeline.httpserver import HttpLimits, HttpServer
 from pipeline.kafkaerrors import KafkaFatal
-from pipeline.settings import ConfigError, Settings
+from pipeline.settings import CommonSettings, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,10 @@ class Service(Protocol):
     """What a stage provides to the runner (pipeline.stage.Stage implements it)."""
 
     name: str
-    settings: Settings
+
+    @property
+    def settings(self) -> CommonSettings:
+        """The stage's settings (its own class: IngestSettings, EnrichSettings, SinkSettings, ...)."""
 
     async def start(self) -> None:
         """Connect and prepare; raise ConfigError for anything the operator must fix."""
@@ -91,7 +94,7 @@ def build_app(service: Service, *, client_max_size: int = 1024**2) -> web.Applic
     return app
 
 
-def http_limits(settings: Settings) -> HttpLimits:
+def http_limits(settings: CommonSettings) -> HttpLimits:
     """The connection limits of a stage's HTTP port (HTTP_MAX_CONNECTIONS, HTTP_IDLE_TIMEOUT_S)."""
     return HttpLimits(max_connections=settings.http_max_connections, idle_timeout_s=settings.http_idle_timeout_s)
 

@@ -30,13 +30,16 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, Generic, Self, TypeVar
 
 from aiohttp import web
 
-from pipeline.settings import Settings
+from pipeline.settings import CommonSettings
 
 log = logging.getLogger(__name__)
+
+# The stage's own settings class (pipeline/settings.py: IngestSettings, EnrichSettings, SinkSettings, ...).
+S = TypeVar("S", bound=CommonSettings)
 
 # How SHUTDOWN_TIMEOUT_S is shared: the runner's HTTP server lets requests in flight finish in the first
 # part (pipeline.runner.HTTP_FRACTION, 0.2); the drain gets DRAIN_FRACTION; the closes after it (leaving
@@ -55,7 +58,7 @@ class Background:
     critical: bool = False
 
 
-class Stage:
+class Stage(Generic[S]):
     """Base of every long-running stage: `async with Stage(settings) as s:` starts it and stops it.
 
     Subclasses implement `open(stack)` (acquire clients, in order) and `run()`; `drain()` is what a stop
@@ -67,8 +70,8 @@ class Stage:
     name = "stage"
     tracks_progress = False
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: S) -> None:
+        self.settings: S = settings
         self._stack: contextlib.AsyncExitStack | None = None
         self._stopping = asyncio.Event()
         self._stopped = False
@@ -192,7 +195,7 @@ async def _close_logged(name: str, stack: contextlib.AsyncExitStack) -> None:
         log.error(f"{name}: closing failed: {exc!r}", extra={"service": name})
 
 
-class ConsumerStage(Stage):
+class ConsumerStage(Stage[S]):
     """A stage around a poll loop: owns the loop task, its background tasks, its progress and its bounded stop.
 
     Subclasses implement `step()` (one poll → handle → commit; it returns after at most a poll timeout,
@@ -202,7 +205,7 @@ class ConsumerStage(Stage):
 
     tracks_progress = True
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: S) -> None:
         super().__init__(settings)
         self._loop_task: asyncio.Task[None] | None = None
 

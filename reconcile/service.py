@@ -36,7 +36,7 @@ RETRY_S = 300.0
 MAX_CATCH_UP = 24
 
 
-class ScheduledReconcile(Stage):
+class ScheduledReconcile(Stage[Settings]):
     """The long-running mode as a :class:`pipeline.stage.Stage`."""
 
     name = "reconcile"

@@ -16,17 +16,17 @@ from aiohttp import web
 from clickhouse_connect.driver.client import Client
 
 from pipeline.cli import run_service
-from pipeline.settings import ConfigError, Settings
+from pipeline.settings import ConfigError, SinkSettings
 from pipeline.stage import Stage
 from sink import readapi, store
 
 
-class ReadApiService(Stage):
+class ReadApiService(Stage[SinkSettings]):
     """Serves :mod:`sink.readapi` over its own ClickHouse client; no background work of its own."""
 
     name = "read-api"
 
-    def __init__(self, settings: Settings, host: str) -> None:
+    def __init__(self, settings: SinkSettings, host: str) -> None:
         super().__init__(settings)
         self.host = host
         self.client: Client | None = None
@@ -67,6 +67,7 @@ def _serve(args: argparse.Namespace) -> int:
     return run_service(
         lambda s: ReadApiService(s, args.host or s.sink_host),
         lambda s: (args.host or s.sink_host, args.port if args.port is not None else s.sink_port),
+        settings_class=SinkSettings,
     )
 
 

@@ -40,7 +40,7 @@ from clickhouse_connect.driver.client import Client
 from pipeline import contract, kafka, kafkaerrors, lag, rebalance, replicas
 from pipeline.backoff import Backoff
 from pipeline.erasure import ErasureSet
-from pipeline.settings import Settings
+from pipeline.settings import SinkSettings
 from pipeline.stage import Background, ConsumerStage
 from sink import config, drift, metrics, readapi, retention, sqlhttp, store
 from sink.batch import Batch, DeadLetter, Limits, Record, RecordLike
@@ -71,12 +71,12 @@ class _FlushOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         self.service.assigned()
 
 
-class SinkService(ConsumerStage):
+class SinkService(ConsumerStage[SinkSettings]):
     """Consumes enriched events and dimension records and writes them to ClickHouse."""
 
     name = "sink"
 
-    def __init__(self, settings: Settings, *, after_insert: Callable[[Batch], None] | None = None) -> None:
+    def __init__(self, settings: SinkSettings, *, after_insert: Callable[[Batch], None] | None = None) -> None:
         """`after_insert`: called with each batch once it is in ClickHouse (and its bad rows on the
         dead-letter topic), before its offsets are committed. A plug-in point for fault injection
         (`make chaos` crashes the process there); the shipped sink passes none."""
