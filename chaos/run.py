@@ -302,7 +302,7 @@ async def kill_sink_after_insert(sc: Scenario) -> dict[str, Any]:
         # It may insert, and so kill itself, before its first readiness probe (e.g. with the uncommitted
         # records of the previous crash waiting): that is the fault, not a failed start.
         with contextlib.suppress(RuntimeError):
-            await asyncio.to_thread(sc.stack.start, "sink", extra_env={"CHAOS_SINK_CRASH_AFTER_INSERT": "1"})
+            await asyncio.to_thread(sc.stack.start, "sink", module="chaos.crashing_sink")
         code = await asyncio.to_thread(sc.stack.procs["sink"].wait, 120)
         if code != -signal.SIGKILL:
             raise RuntimeError(f"the sink was expected to SIGKILL itself after an insert, but exited with {code}")

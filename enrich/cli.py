@@ -24,7 +24,7 @@ from enrich.replay import replay
 from enrich.service import EnrichService
 from pipeline import contract, kafka
 from pipeline.cli import load_settings, run_async, run_service
-from pipeline.settings import ConfigError, Settings
+from pipeline.settings import ConfigError, EnrichSettings, Settings
 
 MAX_PROBLEMS_SHOWN = 200
 
@@ -235,7 +235,11 @@ async def _replay(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     """Add enrich's subcommands to the `whereby-pipeline` parser."""
     run = sub.add_parser("enrich", help="run the enrichment consumer (metrics on ENRICH_HOST:ENRICH_PORT)")
-    run.set_defaults(handler=lambda _: run_service(EnrichService, lambda s: (s.enrich_host, s.enrich_port)))
+    run.set_defaults(
+        handler=lambda _: run_service(
+            EnrichService, lambda s: (s.enrich_host, s.enrich_port), settings_class=EnrichSettings
+        )
+    )
 
     dims = sub.add_parser("dims", help="manage customers and users (the dimensions topic)")
     dims_sub = dims.add_subparsers(dest="dims_command", required=True, metavar="ACTION")

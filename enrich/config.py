@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pipeline.settings import Settings
+from pipeline.settings import EnrichSettings
 
 
-def check(settings: Settings) -> None:
+def check(settings: EnrichSettings) -> None:
     """Raise ConfigError (one line, says what to set) if enrich cannot start with `settings`.
 
     Enrich needs nothing beyond settings that parse (its Kafka access, TLS files included, is checked

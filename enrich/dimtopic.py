@@ -25,7 +25,7 @@ from prometheus_client import Counter, Gauge
 from enrich.dimensions import DimensionError, DimensionTable, Setting
 from pipeline import contract, kafka
 from pipeline.dimensions import SETTING_USER_ID_SOURCE
-from pipeline.settings import Settings
+from pipeline.settings import CommonSettings, EnrichSettings
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class DimensionFollower:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: EnrichSettings,
         table: DimensionTable,
         *,
         metrics: bool = True,
@@ -129,7 +129,7 @@ class DimensionFollower:
             await consumer.stop()
 
 
-async def read_dimensions(settings: Settings) -> tuple[DimensionTable, int]:
+async def read_dimensions(settings: EnrichSettings) -> tuple[DimensionTable, int]:
     """The current dimension table and the number of records on the topic rejected as invalid."""
     table = DimensionTable()
     follower = DimensionFollower(settings, table, metrics=False)
@@ -167,7 +167,7 @@ async def record_user_id_source(follower: DimensionFollower) -> bool:
     return True
 
 
-async def publish(settings: Settings, records: Sequence[tuple[str, bytes | None]]) -> None:
+async def publish(settings: CommonSettings, records: Sequence[tuple[str, bytes | None]]) -> None:
     """Write records (key, JSON value or None for a tombstone) and return once all are acknowledged.
 
     Sends are pipelined and acknowledged together; one producer keeps them in order on the single

@@ -31,7 +31,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.partitioner import murmur2
@@ -41,8 +40,10 @@ from enrich import config
 from enrich.dimensions import DimensionError, DimensionTable
 from enrich.dimtopic import DimensionFollower, record_user_id_source
 from enrich.enricher import CUSTOMER_RESOLUTIONS, USER_RESOLUTIONS, BadEvent, enrich_record
-from pipeline import contract, kafka, lag, rebalance, replicas
-from pipeline.settings import Settings
+from pipeline import contract, kafka, kafkaerrors, lag, rebalance, replicas
+from pipeline.backoff import Backoff
+from pipeline.settings import EnrichSettings
+from pipeline.stage import Background, ConsumerStage
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,9 @@ COMMIT_FAILURES = Counter(
 )
 
 MAX_POLL_RECORDS = 2000
-RETRY_BACKOFF_S = 1.0
+# Waits between retries of a batch the broker did not acknowledge: from half a second, up to 30 s.
+RETRY_BASE_S = 0.5
+RETRY_CAP_S = 30.0
 # Output partitions of hashed keys, remembered per key (a room sends many events); bounded.
 PARTITION_CACHE_SIZE = 100_000
 
@@ -108,13 +111,13 @@ class _FinishBatchOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         return None
 
 
-class EnrichService:
+class EnrichService(ConsumerStage[EnrichSettings]):
     """Consumes raw events, enriches them and produces the results, committing after the acks."""
 
     name = "enrich"
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: EnrichSettings) -> None:
+        super().__init__(settings)
         self.table = DimensionTable()
         self._dims = DimensionFollower(settings, self.table, on_rejected=self._dead_letter_dimension)
         self._producer: AIOKafkaProducer | None = None
@@ -122,59 +125,48 @@ class EnrichService:
         self._batch_lock = asyncio.Lock()
         self._partition_of_key: dict[bytes, int] = {}
         self._hashed_partitions: tuple[int, ...] = ()
-        self._stopping = asyncio.Event()
-        self._run_finished: asyncio.Event | None = None
-        self._ready = False
+        self._backoff = Backoff(base_s=RETRY_BASE_S, cap_s=RETRY_CAP_S)
 
-    async def start(self) -> None:
+    async def open(self, stack: contextlib.AsyncExitStack) -> None:
+        """Producer, then the dimension table, then the consumer (closed in the reverse order)."""
         config.check(self.settings)  # the same rules as `whereby-pipeline config check --stage enrich`
         await kafka.prepare(self.settings)
-        self._producer = kafka.producer(self.settings)
-        await self._producer.start()
+        producer = kafka.producer(self.settings)
+        await producer.start()
+        self.closing(stack, "producer", producer.stop)  # flushes what is still buffered
+        self._producer = producer
         # Both topics' partition counts in the producer's metadata (kept fresh by it): co-partitioning.
-        await self._producer.partitions_for(self.settings.topic_raw)
-        await self._producer.partitions_for(self.settings.topic_enriched)
+        await producer.partitions_for(self.settings.topic_raw)
+        await producer.partitions_for(self.settings.topic_enriched)
         # The whole dimension table is loaded before the first event is read, with this process's
         # USER_ID_SOURCE recorded on the topic if it differs (then enrichment uses the topic's value).
+        self.closing(stack, "dimensions consumer", self._dims.stop)
         await self._dims.start()
         await record_user_id_source(self._dims)
         # It is long-lived (200k+ objects with 100k users): move it, and everything else alive now, out of
         # the cyclic GC's reach, so full collections while events stream through stop re-scanning it.
         gc.collect()
         gc.freeze()
-        self._consumer = kafka.consumer(self.settings, group_id=self.settings.enrich_group)
-        self._consumer.subscribe(
+        consumer = kafka.consumer(self.settings, group_id=self.settings.enrich_group)
+        consumer.subscribe(
             [self.settings.topic_raw], listener=rebalance.Counted("enrich", _FinishBatchOnRevoke(self._batch_lock))
         )
-        await self._consumer.start()
-        self._ready = True
+        await consumer.start()
+        self.closing(stack, "consumer", consumer.stop)  # leaves the group: its partitions move on at once
+        self._consumer = consumer
 
-    def ready(self) -> bool:
-        return self._ready and not self._stopping.is_set()
-
-    def routes(self) -> list[web.RouteDef]:
-        return []
-
-    async def run(self) -> None:
-        self._run_finished = finished = asyncio.Event()
-        follower = asyncio.create_task(self._dims.follow(), name="enrich-dimensions")
+    def background(self) -> list[Background]:
         assert self._consumer is not None
-        lag_reporter = asyncio.create_task(
-            lag.report_forever(self._consumer, "enrich", interval_s=self.settings.lag_interval_s), name="enrich-lag"
-        )
-        replica_reporter = asyncio.create_task(
-            replicas.report_forever(self.settings, interval_s=self.settings.lag_interval_s), name="enrich-replicas"
-        )
-        try:
-            while not self._stopping.is_set():
-                if follower.done():
-                    follower.result()  # re-raise: dimensions that stop updating are a failure
-                await self.process_batch()
-        finally:
-            for task in (follower, lag_reporter, replica_reporter):
-                task.cancel()
-            await asyncio.gather(follower, lag_reporter, replica_reporter, return_exceptions=True)
-            finished.set()
+        interval = self.settings.lag_interval_s
+        return [
+            # Dimensions that stop updating are a failure: the stage stops rather than enrich with stale ones.
+            Background("dimensions", self._dims.follow(), critical=True),
+            Background("lag", lag.report_forever(self._consumer, "enrich", interval_s=interval)),
+            Background("replicas", replicas.report_forever(self.settings, interval_s=interval)),
+        ]
+
+    async def step(self) -> None:
+        await self.process_batch()
 
     async def process_batch(self) -> int:
         """Poll, enrich, produce and commit one batch; returns the number of records handled."""
@@ -225,6 +217,13 @@ class EnrichService:
             # are removed by event id downstream), so this is noisy but not lossy.
             COMMIT_FAILURES.inc()
             log.warning("offset commit failed after a rebalance", extra={"error": type(exc).__name__})
+        except KafkaError as exc:
+            if kafkaerrors.classify(exc) == "fatal":
+                raise kafkaerrors.fatal(exc, "offset commit") from exc
+            # Transient: the next batch's commit covers these offsets too (commits are cumulative).
+            COMMIT_FAILURES.inc()
+            log.warning(kafkaerrors.describe(exc, "offset commit"), extra={"error": type(exc).__name__})
+        self._backoff.reset()
         return count
 
     async def _enrich_and_send(
@@ -373,29 +372,21 @@ class EnrichService:
     async def _rewind(
         self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], error: BaseException
     ) -> None:
-        """A produce was not acknowledged: commit nothing, seek back, and let the next poll retry the batch."""
+        """A produce was not acknowledged: commit nothing, seek back, and let the next poll retry the batch
+        after a growing wait; a failure retrying cannot fix (pipeline/kafkaerrors.py) stops the stage."""
         assert self._consumer is not None
         PRODUCE_FAILURES.inc()
-        log.error("produce not acknowledged; retrying the batch", extra={"error": repr(error)})
         if not isinstance(error, KafkaError):
-            raise error
+            raise error  # a bug, not the broker: surface it as it is
+        if kafkaerrors.classify(error) == "fatal":
+            raise kafkaerrors.fatal(error, "produce")
+        delay = self._backoff.next()
+        log.error(
+            f"{kafkaerrors.describe(error, 'produce')}; retrying the batch in {delay:.1f}s",
+            extra={"error": repr(error)},
+        )
         assigned = self._consumer.assignment()
         for tp, records in batches.items():
             if tp in assigned:
                 self._consumer.seek(tp, records[0].offset)
-        await asyncio.sleep(RETRY_BACKOFF_S)
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        self._ready = False
-        if self._run_finished is not None:
-            # Let the batch in hand finish: its produces are awaited and its offsets committed.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._run_finished.wait(), timeout=30)
-        if self._consumer is not None:
-            consumer, self._consumer = self._consumer, None
-            await consumer.stop()
-        await self._dims.stop()
-        if self._producer is not None:
-            producer, self._producer = self._producer, None
-            await producer.stop()
+        await asyncio.sleep(delay)

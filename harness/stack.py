@@ -82,9 +82,18 @@ class Stack:
         return f"http://127.0.0.1:{self.ports[stage]}{path}"
 
     def start(
-        self, stage: str, *, timeout_s: float = 60.0, extra_env: dict[str, str] | None = None, instance: int = 0
+        self,
+        stage: str,
+        *,
+        timeout_s: float = 60.0,
+        extra_env: dict[str, str] | None = None,
+        instance: int = 0,
+        module: str = "pipeline",
     ) -> None:
-        """Start one stage (or another instance of it) and wait until its /readyz answers 200."""
+        """Start one stage (or another instance of it) and wait until its /readyz answers 200.
+
+        `module`: what `python -m` runs, `pipeline <stage>` by default; a wrapper entry of the stage
+        otherwise (e.g. `chaos.crashing_sink`, which takes no stage argument)."""
         name = instance_name(stage, instance)
         env = {**os.environ, **self.env, **(extra_env or {})}
         if instance:  # its own id and port; the same topics, group and database as the stage's others
@@ -92,7 +101,8 @@ class Stack:
             self.ports.setdefault(name, free_port())
             env.update({"INSTANCE_ID": f"{self.env['INSTANCE_ID']}-{instance}", port_variable: str(self.ports[name])})
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child process
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline", stage], env=env, stdout=log, stderr=log, cwd=REPO)
+        argv = [sys.executable, "-m", module, *([stage] if module == "pipeline" else [])]
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=log, cwd=REPO)
         self.procs[name] = proc
         wait_ready(self.url(name, "/readyz"), proc, timeout_s=timeout_s, name=name, log=self.log_dir / f"{name}.log")
 

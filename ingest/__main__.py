@@ -11,13 +11,13 @@ import sys
 from ingest.service import IngestService
 from ingest.workers import listen_on, shares_port
 from pipeline.cli import run_service
-from pipeline.settings import ConfigError
+from pipeline.settings import ConfigError, IngestSettings
 
 
 def main() -> int:
     """Run the receiver until SIGTERM/SIGINT; a configuration error is one line on stderr and exit 2."""
     try:
-        return run_service(IngestService, listen_on, shared_port=shares_port)
+        return run_service(IngestService, listen_on, settings_class=IngestSettings, shared_port=shares_port)
     except ConfigError as exc:
         print(f"ingest: {exc}", file=sys.stderr)
         return 2

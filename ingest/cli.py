@@ -12,7 +12,7 @@ from ingest import signature
 from ingest.service import WEBHOOK_PATH, IngestService
 from ingest.workers import listen_on, shares_port
 from pipeline.cli import load_settings, run_service
-from pipeline.settings import ConfigError
+from pipeline.settings import ConfigError, IngestSettings
 
 
 def _sign(args: argparse.Namespace) -> int:
@@ -39,7 +39,9 @@ def _sign(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     """Add ingest's subcommands to the `whereby-pipeline` parser."""
     run = sub.add_parser("ingest", help="run the webhook receiver (INGEST_HOST:INGEST_PORT)")
-    run.set_defaults(handler=lambda _: run_service(IngestService, listen_on, shared_port=shares_port))
+    run.set_defaults(
+        handler=lambda _: run_service(IngestService, listen_on, settings_class=IngestSettings, shared_port=shares_port)
+    )
     sign = sub.add_parser("sign", help="print the Whereby-Signature header for a body, as Whereby would")
     sign.add_argument("file", help="the JSON body, sent byte for byte ('-' reads standard input)")
     sign.add_argument("--secret", help="signing secret (default: the first of WHEREBY_WEBHOOK_SECRET)")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pipeline.settings import Settings
+from pipeline.settings import IngestSettings
 
 
-def check(settings: Settings) -> None:
+def check(settings: IngestSettings) -> None:
     """Raise ConfigError (one line, says what to set) if ingest cannot start with `settings`.
 
     Settings parsing already refused bad values and unloadable TLS files; ingest adds that it cannot

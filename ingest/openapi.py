@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ingest import answers
-from pipeline.settings import Settings
+from pipeline.settings import IngestSettings
 
 
 def _error_response(description: str, *, headers: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -24,7 +24,7 @@ def _error_response(description: str, *, headers: dict[str, Any] | None = None) 
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}}
 
 
-def document(settings: Settings, webhook_path: str) -> dict[str, Any]:
+def document(settings: IngestSettings, webhook_path: str) -> dict[str, Any]:
     """The OpenAPI document for `webhook_path` and the operational endpoints."""
     webhook = {
         "post": {

@@ -23,7 +23,8 @@ from ingest import admission, answers, config, envelope, metrics, openapi, readi
 from ingest.answers import Answer
 from ingest.batcher import Batcher, StoreError, partitions_of
 from pipeline import contract, kafka
-from pipeline.settings import ConfigError, Settings
+from pipeline.settings import ConfigError, IngestSettings
+from pipeline.stage import Stage
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +48,17 @@ _STORED_REQUESTS = metrics.requests(answers.ACCEPTED, "stored")
 _ACCEPTED_DURATION = metrics.request_duration(answers.ACCEPTED)
 
 
-class IngestService:
+class IngestService(Stage[IngestSettings]):
     """Receives webhooks and makes them durable on Kafka before answering."""
 
     name = "ingest"
+    tracks_progress = True  # run() probes the broker every PROBE_INTERVAL_S
 
     def __init__(
-        self, settings: Settings, *, probe_interval_s: float = PROBE_INTERVAL_S, lanes: int = PRODUCER_LANES
+        self, settings: IngestSettings, *, probe_interval_s: float = PROBE_INTERVAL_S, lanes: int = PRODUCER_LANES
     ) -> None:
         config.check(settings)  # the same rules as `whereby-pipeline config check --stage ingest`
-        self.settings = settings
+        super().__init__(settings)
         self._lanes = lanes
         self._secrets = settings.webhook_secrets
         self._probe_interval_s = probe_interval_s
@@ -65,15 +67,14 @@ class IngestService:
         self._deadletter: Batcher | None = None
         self._accepting = False
         self._in_flight = 0
-        self._stopped = asyncio.Event()
         self._health = readiness.BrokerHealth()
         self._instance = settings.instance_id.encode()
         self._openapi = orjson.dumps(openapi.document(settings, WEBHOOK_PATH))
         # Read at scrape time: no per-request cost. (The latest service in a process owns the gauge.)
         metrics.IN_FLIGHT.set_function(lambda: self._in_flight)
 
-    async def start(self) -> None:
-        """Wait (bounded) for the broker, ensure the topics, start the producer, then accept requests."""
+    async def open(self, stack: contextlib.AsyncExitStack) -> None:
+        """Wait (bounded) for the broker, ensure the topics, start the producers, then accept requests."""
         await kafka.prepare(self.settings)
         # No linger: the batcher already groups concurrent requests, and an idle receiver should
         # answer a lone webhook as soon as the broker acknowledged it.
@@ -81,6 +82,7 @@ class IngestService:
             client_id = f"whereby-{self.settings.instance_id}-{lane}"
             producer = kafka.producer(self.settings, linger_ms=0, client_id=client_id)
             await producer.start()
+            self.closing(stack, f"producer {lane}", producer.stop)  # flushes whatever is still buffered
             self._producers.append(producer)
         self._raw = await self._batcher(self.settings.topic_raw)
         self._deadletter = await self._batcher(self.settings.topic_deadletter)
@@ -107,26 +109,24 @@ class IngestService:
 
     async def run(self) -> None:
         """Probe the broker periodically until stopped, so readiness follows real connectivity."""
-        while not self._stopped.is_set():
+        self._running = True
+        while not self.stopping:
             if self._producers:
                 await readiness.probe(self._producers[0], self._health, timeout_s=max(self._probe_interval_s, 1.0))
                 for batcher in (self._raw, self._deadletter):
                     if batcher is not None:
                         batcher.refresh_partitions()
+            self.progressed_at = time.monotonic()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopped.wait(), timeout=self._probe_interval_s)
+                await asyncio.wait_for(self._stopping.wait(), timeout=self._probe_interval_s)
 
-    async def stop(self) -> None:
-        """Stop accepting, then flush and close the producer. The runner stops the HTTP server first,
-        so every request that is still being handled has finished its produce by now."""
+    async def drain(self, timeout_s: float) -> None:
+        """Stop accepting, then wait for the records in flight (bounded); the producers flush as they close.
+        The runner stops the HTTP server first, so every request still being handled has its produce by now."""
         self._accepting = False
-        self._stopped.set()
         for batcher in (self._raw, self._deadletter):
             if batcher is not None:
-                await batcher.drain(self.settings.produce_timeout_s)
-        producers, self._producers = self._producers, []
-        for producer in producers:
-            await producer.stop()  # flushes whatever is still buffered
+                await batcher.drain(min(self.settings.produce_timeout_s, timeout_s))
 
     def ready(self) -> bool:
         """Accepting requests and the broker answered the latest produce or probe."""

@@ -7,14 +7,14 @@ worth of requests; the workers share nothing else (each has its own producers to
 
 from __future__ import annotations
 
-from pipeline.settings import Settings
+from pipeline.settings import IngestSettings
 
 
-def listen_on(settings: Settings) -> tuple[str, int]:
+def listen_on(settings: IngestSettings) -> tuple[str, int]:
     """The host and port the webhook receiver listens on."""
     return settings.ingest_host, settings.ingest_port
 
 
-def shares_port(settings: Settings) -> bool:
+def shares_port(settings: IngestSettings) -> bool:
     """True when several workers listen on INGEST_PORT together (INGEST_WORKERS > 1)."""
     return settings.ingest_workers > 1

@@ -17,17 +17,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+import typing
 from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from pipeline.settings import ConfigError, Settings
+from pipeline.settings import CommonSettings, ConfigError, Settings
 
 ENTRY_POINT_GROUP = "whereby_pipeline.config_checks"
 ALL = "all"
 
-Check = Callable[[Settings], None]
+# Each check takes its stage's own settings class (IngestSettings, ...): `settings_class` reads which.
+Check = Callable[[Any], None]
 
 
 def available() -> dict[str, Check]:
@@ -38,16 +40,24 @@ def available() -> dict[str, Check]:
     return found
 
 
-def run(stage: str, environ: Mapping[str, str] | None = None, *, dotenv: Path | None = None) -> Settings:
-    """Parse the settings as `stage` does at start, then run its own checks; returns the settings.
+def run(stage: str, environ: Mapping[str, str] | None = None, *, dotenv: Path | None = None) -> CommonSettings:
+    """Parse the settings as `stage` does at start (its own class only), then run its own checks; returns them.
 
     Raises ConfigError with the stage's one-line message (what to set) when it would refuse to start,
     and KeyError for a stage that offers no check.
     """
     check = available()[stage]
-    settings = Settings.from_env(environ, dotenv=dotenv)
+    settings = settings_class(check).from_env(environ, dotenv=dotenv)
     check(settings)
     return settings
+
+
+def settings_class(check: Check) -> type[CommonSettings]:
+    """The settings class a check (and so its stage) reads: the type of its parameter, e.g. IngestSettings.
+    Only that class's variables are read, as the stage does at start; `Settings` (all) if it names none."""
+    hints = {name: hint for name, hint in typing.get_type_hints(check).items() if name != "return"}
+    found = next(iter(hints.values()), Settings)
+    return found if isinstance(found, type) and issubclass(found, CommonSettings) else Settings
 
 
 def _command(args: argparse.Namespace) -> int:

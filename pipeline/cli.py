@@ -15,11 +15,11 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pipeline import checks, kafka, logs, supervisor
 from pipeline.runner import Service, http_limits, serve
-from pipeline.settings import ConfigError, Settings
+from pipeline.settings import CommonSettings, ConfigError, Settings
 
 COMMANDS_GROUP = "whereby_pipeline.commands"
 
@@ -39,22 +39,29 @@ def stage_commands() -> dict[str, Register]:
     return found
 
 
+S = TypeVar("S", bound=CommonSettings)
+
+
 def load_settings() -> Settings:
-    """Settings from the environment over an optional `.env` in the working directory."""
+    """Every setting from the environment over an optional `.env` in the working directory (for the
+    tools that span stages; a stage reads its own class, see `run_service`)."""
     return Settings.from_env(dotenv=Path(".env"))
 
 
 def run_service(
-    factory: Callable[[Settings], Service],
-    host_port: Callable[[Settings], tuple[str, int]],
+    factory: Callable[[S], Service],
+    host_port: Callable[[S], tuple[str, int]],
     *,
-    shared_port: Callable[[Settings], bool] | None = None,
+    settings_class: type[S],
+    shared_port: Callable[[S], bool] | None = None,
 ) -> int:
     """Run a stage as a long-lived service with JSON logs; returns the exit code.
 
-    `shared_port(settings)` true: this process is one of several workers listening on the same port.
+    `settings_class`: the stage's own settings (e.g. IngestSettings), read and validated from the
+    environment and `.env`; a variable only another stage uses is never read. `shared_port(settings)`
+    true: this process is one of several workers listening on the same port.
     """
-    settings = load_settings()
+    settings = settings_class.from_env(dotenv=Path(".env"))
     service = factory(settings)
     logs.configure(service.name)
     host, port = host_port(settings)

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
-from pipeline.settings import ConfigError, Settings
+from pipeline.settings import CommonSettings, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 RAW_RETENTION_MS = 90 * 24 * 3600 * 1000
 
 
-def topic_specs(settings: Settings) -> list[NewTopic]:
+def topic_specs(settings: CommonSettings) -> list[NewTopic]:
     """The topics of the contract, with explicit partition counts and configs.
 
     With KAFKA_MIN_INSYNC_REPLICAS set (2 with replication factor 3), an acks=all write is acknowledged
@@ -59,7 +59,7 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
     ]
 
 
-def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+def producer(settings: CommonSettings, **overrides: Any) -> AIOKafkaProducer:
     """An idempotent, acks=all producer. Not started: the caller owns its lifecycle."""
     options: dict[str, Any] = {
         "bootstrap_servers": settings.kafka_bootstrap_servers,
@@ -75,7 +75,7 @@ def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(**options)
 
 
-def consumer(settings: Settings, *topics: str, group_id: str | None, **overrides: Any) -> AIOKafkaConsumer:
+def consumer(settings: CommonSettings, *topics: str, group_id: str | None, **overrides: Any) -> AIOKafkaConsumer:
     """A manually committing consumer reading from the earliest offset when the group is new."""
     options: dict[str, Any] = {
         "bootstrap_servers": settings.kafka_bootstrap_servers,
@@ -91,7 +91,7 @@ def consumer(settings: Settings, *topics: str, group_id: str | None, **overrides
     return AIOKafkaConsumer(*topics, **options)
 
 
-def admin_client(settings: Settings, *, request_timeout_ms: int = 15000) -> AIOKafkaAdminClient:
+def admin_client(settings: CommonSettings, *, request_timeout_ms: int = 15000) -> AIOKafkaAdminClient:
     """An admin client with the same TLS/SASL settings as producers and consumers. Not started."""
     return AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -100,7 +100,7 @@ def admin_client(settings: Settings, *, request_timeout_ms: int = 15000) -> AIOK
     )
 
 
-async def wait_for_broker(settings: Settings, timeout_s: float | None = None) -> None:
+async def wait_for_broker(settings: CommonSettings, timeout_s: float | None = None) -> None:
     """Wait (bounded) until the broker answers, else raise a ConfigError saying what to check."""
     timeout_s = settings.kafka_connect_timeout_s if timeout_s is None else timeout_s
     loop = asyncio.get_running_loop()
@@ -121,7 +121,7 @@ async def wait_for_broker(settings: Settings, timeout_s: float | None = None) ->
             await admin.close()
 
 
-async def ensure_topics(settings: Settings) -> list[str]:
+async def ensure_topics(settings: CommonSettings) -> list[str]:
     """Create the contract's topics if they do not exist yet; returns the names created now."""
     admin = admin_client(settings)
     await admin.start()
@@ -137,13 +137,13 @@ async def ensure_topics(settings: Settings) -> list[str]:
         await admin.close()
 
 
-async def prepare(settings: Settings) -> None:
+async def prepare(settings: CommonSettings) -> None:
     """What every stage does before its clients start: wait (bounded) for the broker, ensure topics."""
     await wait_for_broker(settings)
     await ensure_topics(settings)
 
 
-async def partitions_of(settings: Settings, topic: str) -> list[TopicPartition]:
+async def partitions_of(settings: CommonSettings, topic: str) -> list[TopicPartition]:
     """All partitions of `topic`, for consumers that assign partitions themselves instead of joining a group."""
     admin = admin_client(settings)
     await admin.start()

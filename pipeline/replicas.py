@@ -26,7 +26,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import Gauge
 
 from pipeline import kafka
-from pipeline.settings import Settings
+from pipeline.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class PartitionState:
         return len(self.isr) < len(self.replicas)
 
 
-def contract_topics(settings: Settings) -> list[str]:
+def contract_topics(settings: CommonSettings) -> list[str]:
     """The four topics of the contract, the ones the pipeline writes and reads."""
     return [settings.topic_raw, settings.topic_enriched, settings.topic_dimensions, settings.topic_deadletter]
 
@@ -103,7 +103,7 @@ def min_insync_from(responses: Iterable[Any]) -> dict[str, int]:
 
 
 async def describe(
-    settings: Settings, topics: Sequence[str] | None = None
+    settings: CommonSettings, topics: Sequence[str] | None = None
 ) -> tuple[list[PartitionState], dict[str, int]]:
     """Partition states and min.insync.replicas of `topics` (default: the contract's), fresh from the brokers."""
     names = list(topics) if topics is not None else contract_topics(settings)
@@ -145,7 +145,9 @@ def publish(states: list[PartitionState], min_insync: dict[str, int]) -> None:
     _topics.update(min_insync)
 
 
-async def report_forever(settings: Settings, topics: Sequence[str] | None = None, *, interval_s: float = 15.0) -> None:
+async def report_forever(
+    settings: CommonSettings, topics: Sequence[str] | None = None, *, interval_s: float = 15.0
+) -> None:
     """Describe `topics` every `interval_s` and publish the gauges, until cancelled. Broker errors are
     logged and retried next round: a missing sample must never stop the stage. A fresh admin connection
     each round (one handshake per interval) means a broker that went away is never asked again."""

@@ -13,6 +13,10 @@ Each process gets its own INSTANCE_ID (`<INSTANCE_ID or hostname>-<stage>-<i>`),
 client ids and record headers. Stages start sink first, so consumers are in place before webhooks arrive,
 and stop in the reverse order on SIGTERM/SIGINT (ingest stops taking requests, enrich and sink drain).
 
+Each stage gets SHUTDOWN_TIMEOUT_S plus GRACE_MARGIN_S to stop before it is killed (the margin the deploy
+files' grace periods add too); a second SIGTERM/SIGINT stops the supervisor at once (exit 143/130), after
+passing the signal on, so the stages already draining exit at once as well.
+
 A process that exits on its own is restarted with backoff, as an orchestrator would; one that fails with
 exit code 2 (a configuration error: restarting cannot help) or keeps crashing stops the whole pipeline,
 since a half-running pipeline is worse than a stopped one.
@@ -34,12 +38,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from pipeline.settings import ConfigError, Settings
+from pipeline.settings import GRACE_MARGIN_S, ConfigError, Settings
 
 STAGES = ("sink", "enrich", "ingest")  # start order; stop order is the reverse
 PORT_STEP = 100  # instance i of a stage listens on its base port + PORT_STEP * i
 CONFIG_ERROR_EXIT = 2  # what every stage exits with on a configuration error
-STOP_TIMEOUT_S = 60.0  # per stage: longer than any stage's drain, then SIGKILL
 
 
 @dataclass(frozen=True)
@@ -127,8 +130,17 @@ def _say(message: str) -> None:
 class Supervisor:
     """Starts the planned processes, restarts crashed ones, stops all on a signal or a fatal exit."""
 
-    def __init__(self, instances: list[Instance], *, log_dir: Path | None = None, policy: RestartPolicy | None = None):
+    def __init__(
+        self,
+        instances: list[Instance],
+        *,
+        stop_timeout_s: float,
+        log_dir: Path | None = None,
+        policy: RestartPolicy | None = None,
+    ):
         self.instances = instances
+        # Per stage: its shutdown budget plus a margin, then SIGKILL.
+        self.stop_timeout_s = stop_timeout_s
         self.log_dir = log_dir
         self.policy = policy or RestartPolicy()
         self.procs: dict[str, asyncio.subprocess.Process] = {}
@@ -196,18 +208,30 @@ class Supervisor:
                         proc.send_signal(signal.SIGTERM)
             for proc in procs:
                 try:
-                    await asyncio.wait_for(proc.wait(), timeout=STOP_TIMEOUT_S)
+                    await asyncio.wait_for(proc.wait(), timeout=self.stop_timeout_s)
                 except TimeoutError:
-                    _say(f"pid {proc.pid} did not stop within {STOP_TIMEOUT_S:.0f}s; killing it")
+                    _say(f"pid {proc.pid} did not stop within {self.stop_timeout_s:.0f}s; killing it")
                     with contextlib.suppress(ProcessLookupError):
                         proc.kill()
                     await proc.wait()
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        """The first signal stops the stages in order; a second one is passed on and ends us at once."""
+        if not self._stopping.is_set():
+            self._stopping.set()
+            return
+        _say(f"second {sig.name}: exiting now")
+        for proc in self.procs.values():
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(sig)
+        os._exit(128 + sig.value)
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT or a fatal exit; returns the exit code for the supervisor."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stopping.set)
+            loop.add_signal_handler(sig, self._on_signal, sig)
         try:
             for inst in self.instances:
                 await self._spawn(inst)
@@ -254,7 +278,8 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
     _say(describe(instances, settings))
-    return asyncio.run(Supervisor(instances, log_dir=log_dir).run())
+    stop_timeout_s = settings.shutdown_timeout_s + GRACE_MARGIN_S
+    return asyncio.run(Supervisor(instances, stop_timeout_s=stop_timeout_s, log_dir=log_dir).run())
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], load_settings: Callable[[], Settings]) -> None:

@@ -90,6 +90,7 @@ def handle(args: argparse.Namespace) -> int:
                 unresolved=options.unresolved,
             ),
             lambda s: (s.reconcile_host, s.reconcile_port),
+            settings_class=Settings,
         )
     logs.configure("reconcile")
     try:

@@ -5,8 +5,9 @@ Lifecycle (through `pipeline.runner.serve`, which adds /healthz, /readyz, /metri
     start ──▶ run: ┌─▶ periods due? ──yes──▶ one run per period (a task) ──┐
                    │        │no                                            │
                    └── sleep until the next one is due (or stop) ◀─────────┘
-    SIGTERM ──▶ stop: no new run; the run in progress gets STOP_GRACE_S to finish, then is cancelled
-                      (it is idempotent: the period is simply done again next time); the producer closes.
+    SIGTERM ──▶ stop: no new run; the run in progress gets the drain part of SHUTDOWN_TIMEOUT_S to finish,
+                      then is cancelled (it is idempotent: the period is simply done again next time);
+                      the producer closes (pipeline.stage.Stage).
 
 A failed run (Insights or the read API unavailable) is logged and retried after `RETRY_S`; its period
 stays due. A restart resumes with the newest complete period: periods missed while nothing ran are not
@@ -20,10 +21,9 @@ import asyncio
 import contextlib
 import logging
 
-from aiohttp import web
-
 from pipeline import contract, kafka
 from pipeline.settings import ConfigError, Settings
+from pipeline.stage import Stage
 from reconcile.job import ReconcileFailed, execute
 from reconcile.kafkaio import Publisher
 from reconcile.run import Options
@@ -32,13 +32,12 @@ from reconcile.times import whereby_time
 
 log = logging.getLogger(__name__)
 
-STOP_GRACE_S = 15.0  # within the runner's 10 s + the pod's grace period; a cut run is just redone
 RETRY_S = 300.0
 MAX_CATCH_UP = 24
 
 
-class ScheduledReconcile:
-    """The long-running mode as a `pipeline.runner.Service`."""
+class ScheduledReconcile(Stage[Settings]):
+    """The long-running mode as a :class:`pipeline.stage.Stage`."""
 
     name = "reconcile"
 
@@ -53,7 +52,7 @@ class ScheduledReconcile:
         verify_timeout_s: float = 60.0,
         unresolved: bool = True,
     ) -> None:
-        self.settings = settings
+        super().__init__(settings)
         self.every_s = every_s
         self.lag_s = lag_s
         self.backfill = backfill
@@ -62,23 +61,12 @@ class ScheduledReconcile:
         self.unresolved = unresolved
         self.done_to_ms: int | None = None
         self._publisher: Publisher | None = None
-        self._stopping = asyncio.Event()
         self._current: asyncio.Task[object] | None = None
-        self._ready = False
 
-    async def start(self) -> None:
+    async def open(self, stack: contextlib.AsyncExitStack) -> None:
         self.settings.whereby_api.require_key()
         await kafka.prepare(self.settings)
-        publisher = Publisher(self.settings)
-        await publisher.__aenter__()
-        self._publisher = publisher
-        self._ready = True
-
-    def ready(self) -> bool:
-        return self._ready and not self._stopping.is_set()
-
-    def routes(self) -> list[web.RouteDef]:
-        return []
+        self._publisher = await stack.enter_async_context(Publisher(self.settings))
 
     async def run(self) -> None:
         while not self._stopping.is_set():
@@ -118,17 +106,13 @@ class ScheduledReconcile:
         self.done_to_ms = to_ms
         return True
 
-    async def stop(self) -> None:
-        self._stopping.set()
-        self._ready = False
+    async def drain(self, timeout_s: float) -> None:
+        """The run in progress gets `timeout_s` to finish, then is cancelled (it is redone next time)."""
         current = self._current
         if current is not None and not current.done():
-            done, _ = await asyncio.wait({current}, timeout=STOP_GRACE_S)
+            done, _ = await asyncio.wait({current}, timeout=timeout_s)
             if not done:
                 log.warning("stopping: the run in progress did not finish in time and is cancelled; it is redone next")
                 current.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await current
-        if self._publisher is not None:
-            publisher, self._publisher = self._publisher, None
-            await publisher.__aexit__(None, None, None)

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from pipeline.cli import load_settings, run_service
+from pipeline.settings import SinkSettings
 from sink import store
 from sink.derive import Deriver, enqueue_all
 from sink.read import readservice, report
@@ -61,7 +62,9 @@ def _schema(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     """Add sink's subcommands to the `whereby-pipeline` parser."""
     run = sub.add_parser("sink", help="run the ClickHouse sink (SINK_HOST:SINK_PORT)")
-    run.set_defaults(handler=lambda _: run_service(SinkService, lambda s: (s.sink_host, s.sink_port)))
+    run.set_defaults(
+        handler=lambda _: run_service(SinkService, lambda s: (s.sink_host, s.sink_port), settings_class=SinkSettings)
+    )
     schema = sub.add_parser(
         "schema",
         help="apply the ClickHouse schema migrations and derive what they require (idempotent)",

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pipeline.settings import Settings
+from pipeline.settings import SinkSettings
 from sink import store
 from sink.read import readapi
 
 
-def check(settings: Settings) -> None:
+def check(settings: SinkSettings) -> None:
     """Raise ConfigError (one line, says what to set) if the sink cannot start with `settings`.
 
     On top of settings parsing: the read API (served by the sink) and, on an embedded store, the SQL

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from pipeline import contract, kafka
 from pipeline.dimensions import DimensionError, Erasure, Tombstone, decode
 from pipeline.erasure import ErasureSet
-from pipeline.settings import Settings
+from pipeline.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def apply_record(erasures: ErasureSet, key: bytes | None, value: bytes | None) -
 class ErasureFollower:
     """Owns a group-less consumer of the dimensions topic and keeps an ErasureSet current."""
 
-    def __init__(self, settings: Settings, erasures: ErasureSet) -> None:
+    def __init__(self, settings: CommonSettings, erasures: ErasureSet) -> None:
         self.settings = settings
         self.erasures = erasures
         self._consumer: AIOKafkaConsumer | None = None

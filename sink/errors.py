@@ -14,12 +14,13 @@
 
 from __future__ import annotations
 
-import random
 import re
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
+
+# Re-exported: the sink's insert retries wait like every other retry of the pipeline.
+from pipeline.backoff import backoff_delay as backoff_delay
 
 # code -> metric label (a small, fixed set: the `code_class` label of whereby_sink_retries_total)
 RETRIABLE_CODES: dict[int, str] = {
@@ -110,15 +111,3 @@ def classify(exc: BaseException) -> Failure:
     if code is None and type(exc).__name__ == "DataError":
         return Failure("rejected", None, "client_serialization", detail)
     return Failure("fatal", code, "fatal", detail)
-
-
-def backoff_delay(
-    attempt: int, *, base_s: float = 0.2, cap_s: float = 30.0, jitter: Callable[[], float] = random.random
-) -> float:
-    """Seconds to wait before retry number `attempt` (0-based): exponential, capped, with equal jitter.
-
-    Half of the exponential step is fixed and half random, so many sinks recovering from the same
-    outage do not retry in lockstep, yet the wait never collapses to zero.
-    """
-    step = min(cap_s, base_s * (2 ** max(0, attempt)))
-    return float(step / 2 + step / 2 * jitter())

@@ -28,19 +28,20 @@ import contextlib
 import itertools
 import logging
 import operator
-import os
-import signal
 import time
+from collections.abc import Awaitable, Callable
 
 import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from clickhouse_connect.driver.client import Client
 
-from pipeline import contract, kafka, lag, rebalance, replicas
+from pipeline import contract, kafka, kafkaerrors, lag, rebalance, replicas
+from pipeline.backoff import Backoff
 from pipeline.erasure import ErasureSet
-from pipeline.settings import Settings
+from pipeline.settings import SinkSettings
+from pipeline.stage import Background, ConsumerStage
 from sink import config, metrics, retention, store
 from sink.batch import Batch, DeadLetter, Limits, Record, RecordLike
 from sink.derive import Deriver
@@ -54,7 +55,6 @@ log = logging.getLogger(__name__)
 
 REVOKE_TIMEOUT_S = 20.0
 _PARTITION_OF = operator.attrgetter("topic", "partition")
-STOP_TIMEOUT_S = 25.0
 
 
 class _FlushOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -72,13 +72,17 @@ class _FlushOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         self.service.assigned()
 
 
-class SinkService:
+class SinkService(ConsumerStage[SinkSettings]):
     """Consumes enriched events and dimension records and writes them to ClickHouse."""
 
     name = "sink"
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: SinkSettings, *, after_insert: Callable[[Batch], None] | None = None) -> None:
+        """`after_insert`: called with each batch once it is in ClickHouse (and its bad rows on the
+        dead-letter topic), before its offsets are committed. A plug-in point for fault injection
+        (`make chaos` crashes the process there); the shipped sink passes none."""
+        super().__init__(settings)
+        self._after_insert = after_insert
         self.db = settings.clickhouse_database
         self.limits = Limits(settings.sink_batch_rows, settings.sink_batch_bytes, settings.sink_batch_seconds)
         self.client: Client | None = None
@@ -91,9 +95,6 @@ class SinkService:
         self._inflight: asyncio.Task[None] | None = None
         self._retrying = False
         self._paused = False
-        self._stopping = asyncio.Event()
-        self._run_finished: asyncio.Event | None = None
-        self._ready = False
         self._failure: BaseException | None = None
         # The read API's threads: never asyncio's default executor, which the writer's inserts use.
         self._read_pool = readapi.ReadPool(settings.read_query_threads)
@@ -105,38 +106,47 @@ class SinkService:
         """Record a failure raised outside the run loop (in the rebalance listener); run() raises it."""
         self._failure = exc
 
-    async def start(self) -> None:
+    async def open(self, stack: contextlib.AsyncExitStack) -> None:
+        """The store (schema, catch-up, SQL interface), then Kafka; each close registered as it opens, so
+        the consumer leaves first and the store closes last."""
         config.check(self.settings)  # the same rules as `whereby-pipeline config check --stage sink`
-        self.client = await asyncio.to_thread(
+        self.closing(stack, "read pool", _async(self._read_pool.close))
+        self.client = client = await asyncio.to_thread(
             store.connect, self.settings.clickhouse_url, self.settings.clickhouse_access
         )
+        self.closing(stack, "ClickHouse client", lambda: asyncio.to_thread(client.close))
         cluster = self.settings.clickhouse_cluster
-        await asyncio.to_thread(store.migrate, self.client, self.db, cluster)
+        await asyncio.to_thread(store.migrate, client, self.db, cluster)
         await asyncio.to_thread(
-            retention.apply_archive_retention, self.client, self.db, self.settings.raw_archive_retention_days, cluster
+            retention.apply_archive_retention, client, self.db, self.settings.raw_archive_retention_days, cluster
         )
         # Its own handle: a derivation never waits for an insert on the writer's, nor holds one up.
-        self._derive_client = await asyncio.to_thread(
+        self._derive_client = derive_client = await asyncio.to_thread(
             store.connect, self.settings.clickhouse_url, self.settings.clickhouse_access
         )
-        self.deriver = Deriver(self._derive_client, self.db, stale_after_s=self.settings.stale_connection_s)
-        await asyncio.to_thread(catch_up, self.deriver)
+        self.closing(stack, "derive client", lambda: asyncio.to_thread(derive_client.close))
+        self.deriver = deriver = Deriver(derive_client, self.db, stale_after_s=self.settings.stale_connection_s)
+        self.closing(stack, "deriver", lambda: deriver.stop(timeout_s=self._close_timeout_s()))
+        await asyncio.to_thread(catch_up, deriver)
         # ClickHouse's HTTP interface for BI tools, when the store is embedded (after the schema exists).
-        self._sql = await sqlhttp.start_for(self.settings)
-        self._writer = ClickHouseWriter(
-            self.client, self.db, cluster=cluster, erasures=self.erasures, lock=self.deriver.lock
-        )
+        self._sql = sql = await sqlhttp.start_for(self.settings)
+        if sql is not None:
+            self.closing(stack, "SQL interface", sql.stop)  # bounded by sqlhttp.STOP_TIMEOUT_S; before the store
+        self._writer = ClickHouseWriter(client, self.db, cluster=cluster, erasures=self.erasures, lock=deriver.lock)
         await kafka.prepare(self.settings)
         # Every erasure on the topic, before the first batch: each one is scrubbed from what it inserts.
+        self.closing(stack, "erasure follower", self._erasure_follower.stop)
         await self._erasure_follower.start()
-        self._producer = kafka.producer(self.settings)
-        await self._producer.start()
-        self._consumer = kafka.consumer(
+        producer = kafka.producer(self.settings)
+        await producer.start()
+        self.closing(stack, "producer", producer.stop)
+        self._producer = producer
+        consumer = kafka.consumer(
             self.settings, group_id=self.settings.sink_group, max_poll_records=self.settings.sink_batch_rows
         )
         # The raw topic too: every accepted webhook body goes to the raw archive, which outlives the
         # topic's retention (replay reads it for older ranges).
-        self._consumer.subscribe(
+        consumer.subscribe(
             [
                 self.settings.topic_enriched,
                 self.settings.topic_dimensions,
@@ -145,11 +155,13 @@ class SinkService:
             ],
             listener=rebalance.Counted("sink", _FlushOnRevoke(self)),
         )
-        await self._consumer.start()
-        self._ready = True
+        await consumer.start()
+        self.closing(stack, "consumer", consumer.stop)
+        self._consumer = consumer
 
-    def ready(self) -> bool:
-        return self._ready and not self._stopping.is_set()
+    def _close_timeout_s(self) -> float:
+        """What one close may take: the stop's budget left, at least a second (closes come after the drain)."""
+        return max(1.0, self.time_left_s())
 
     def routes(self) -> list[web.RouteDef]:
         # The read API and page: in embedded mode only this process can open the store.
@@ -162,33 +174,28 @@ class SinkService:
             stale_after_s=self.settings.stale_connection_s,
         )
 
-    async def run(self) -> None:
-        self._run_finished = finished = asyncio.Event()
-        assert self._consumer is not None
-        assert self.deriver is not None
-        lag_reporter = asyncio.create_task(
-            lag.report_forever(self._consumer, "sink", interval_s=self.settings.lag_interval_s), name="sink-lag"
-        )
-        replica_reporter = asyncio.create_task(
-            replicas.report_forever(self.settings, interval_s=self.settings.lag_interval_s), name="sink-replicas"
-        )
-        deriving = asyncio.create_task(self.deriver.run(), name="sink-derive")
-        drift_reporter = asyncio.create_task(drift.report_forever(lambda: self.client, self.db), name="sink-drift")
-        erasure_follower = asyncio.create_task(self._erasure_follower.follow(), name="sink-erasures")
-        try:
-            while not self._stopping.is_set():
-                await self.poll_once()
-            await self.flush(timeout_s=STOP_TIMEOUT_S)
-        finally:
-            lag_reporter.cancel()
-            drift_reporter.cancel()
-            replica_reporter.cancel()
-            erasure_follower.cancel()
-            await self.deriver.stop()
-            await asyncio.gather(
-                lag_reporter, replica_reporter, deriving, drift_reporter, erasure_follower, return_exceptions=True
-            )
-            finished.set()
+    def background(self) -> list[Background]:
+        assert self._consumer is not None and self.deriver is not None
+        interval = self.settings.lag_interval_s
+        return [
+            Background("lag", lag.report_forever(self._consumer, "sink", interval_s=interval)),
+            Background("replicas", replicas.report_forever(self.settings, interval_s=interval)),
+            Background("derive", self.deriver.run()),
+            Background("drift", drift.report_forever(lambda: self.client, self.db)),
+            Background("erasures", self._erasure_follower.follow()),
+        ]
+
+    async def step(self) -> None:
+        await self.poll_once()
+
+    async def finish(self) -> None:
+        """The last flush on a stop, within the drain budget (beyond it the batch is left uncommitted)."""
+        await self.flush(timeout_s=max(0.1, self.time_left_s() * 0.9))
+
+    async def wind_down(self) -> None:
+        """Let the deriver finish its cycle in hand before its task is cancelled."""
+        if self.deriver is not None:
+            await self.deriver.stop(timeout_s=self._close_timeout_s())
 
     async def poll_once(self) -> None:
         """Poll once, buffer what came, and start a flush if the batch is due and none is running."""
@@ -305,15 +312,19 @@ class SinkService:
                 await asyncio.sleep(delay)
         self._retrying = False
         await self._dead_letter([*batch.dead_letters, *outcome.rejected])
-        if self.settings.chaos_sink_crash_after_insert and batch.rows:
-            # `make chaos` proves that a crash in exactly this window double counts nothing.
-            os.kill(os.getpid(), signal.SIGKILL)
+        if self._after_insert is not None:
+            self._after_insert(batch)  # e.g. chaos/crashing_sink.py dies here, in the insert → commit window
         try:
             await self._consumer.commit({TopicPartition(t, p): o for (t, p), o in batch.next_offsets.items()})
         except (CommitFailedError, IllegalStateError) as exc:
             # The partitions moved to another member meanwhile: it consumes these records again, and
             # the re-insert changes nothing (same event ids; idempotent aggregates).
             log.warning(f"offset commit after insert failed: {exc!r}", extra={"service": self.name})
+        except KafkaError as exc:
+            if kafkaerrors.classify(exc) == "fatal":
+                raise kafkaerrors.fatal(exc, "offset commit") from exc
+            # Transient: the next batch's commit covers these offsets too (commits are cumulative).
+            log.warning(kafkaerrors.describe(exc, "offset commit"), extra={"service": self.name})
         if self.deriver is not None and batch.events:
             self.deriver.wake()
         self._observe(batch, outcome)
@@ -322,6 +333,33 @@ class SinkService:
         """Put each bad record on the dead-letter topic; awaited before the batch's offsets are committed."""
         if not letters:
             return
+        backoff = Backoff(base_s=0.5, cap_s=30.0)
+        while True:
+            try:
+                await self._send_dead_letters(letters)
+                break
+            except KafkaError as exc:
+                # Re-sending them all may write a bad row twice; one missing would be worse.
+                if kafkaerrors.classify(exc) == "fatal":
+                    raise kafkaerrors.fatal(exc, "dead-letter send") from exc
+                delay = backoff.next()
+                log.warning(
+                    f"{kafkaerrors.describe(exc, 'dead-letter send')}; retrying in {delay:.1f}s",
+                    extra={"service": self.name},
+                )
+                await asyncio.sleep(delay)
+        kinds = {
+            self.settings.topic_dimensions: "dimension",
+            self.settings.topic_raw: "archive",
+            self.settings.topic_reconciliation: "reconciliation",
+        }
+        for d in letters:
+            metrics.DEADLETTER.labels(d.reason).inc()
+            kind = kinds.get(d.record.topic, "event")
+            metrics.ROWS.labels(kind, "deadletter").inc()
+
+    async def _send_dead_letters(self, letters: list[DeadLetter]) -> None:
+        """One send per bad record, all awaited (the acknowledgements, not just the hand-over)."""
         assert self._producer is not None
         sends = []
         for d in letters:
@@ -337,15 +375,6 @@ class SinkService:
             )
             sends.append(await self._producer.send(self.settings.topic_deadletter, row, key=d.record.key))
         await asyncio.gather(*sends)
-        kinds = {
-            self.settings.topic_dimensions: "dimension",
-            self.settings.topic_raw: "archive",
-            self.settings.topic_reconciliation: "reconciliation",
-        }
-        for d in letters:
-            metrics.DEADLETTER.labels(d.reason).inc()
-            kind = kinds.get(d.record.topic, "event")
-            metrics.ROWS.labels(kind, "deadletter").inc()
 
     def _observe(self, batch: Batch, outcome: Outcome) -> None:
         dims, archived, recons = len(batch.dimensions), len(batch.archive), len(batch.reconciliations)
@@ -404,31 +433,6 @@ class SinkService:
             await task
             self._inflight = None
 
-    async def stop(self) -> None:
-        self._stopping.set()
-        self._ready = False
-        if self._sql is not None:
-            sql, self._sql = self._sql, None
-            await sql.stop()  # bounded by sqlhttp.STOP_TIMEOUT_S; before the store closes
-        if self._run_finished is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._run_finished.wait(), timeout=STOP_TIMEOUT_S + 5)
-        if self._consumer is not None:
-            consumer, self._consumer = self._consumer, None
-            await consumer.stop()
-        if self._producer is not None:
-            producer, self._producer = self._producer, None
-            await producer.stop()
-        await self._erasure_follower.stop()
-        self._read_pool.close()
-        if self.deriver is not None:
-            await self.deriver.stop()
-        for name in ("_derive_client", "client"):
-            client = getattr(self, name)
-            if client is not None:
-                setattr(self, name, None)
-                await asyncio.to_thread(client.close)
-
 
 def catch_up(deriver: Deriver) -> None:
     """Derive every room left underived (all of them after an upgrade), logging progress (blocking)."""
@@ -458,3 +462,12 @@ def _event_id(value: bytes | None) -> str | None:
         return None
     event_id = doc.get("event_id") if isinstance(doc, dict) else None
     return event_id if isinstance(event_id, str) else None
+
+
+def _async(close: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    """A synchronous, quick close as an awaitable one (for `Stage.closing`)."""
+
+    async def run() -> None:
+        close()
+
+    return run

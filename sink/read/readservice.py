@@ -9,60 +9,50 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 from typing import Any
 
 from aiohttp import web
 from clickhouse_connect.driver.client import Client
 
 from pipeline.cli import run_service
-from pipeline.settings import ConfigError, Settings
+from pipeline.settings import ConfigError, SinkSettings
+from pipeline.stage import Stage
 from sink import store
 from sink.read import readapi
 
 
-class ReadApiService:
+class ReadApiService(Stage[SinkSettings]):
     """Serves :mod:`sink.read.readapi` over its own ClickHouse client; no background work of its own."""
 
     name = "read-api"
 
-    def __init__(self, settings: Settings, host: str) -> None:
-        self.settings = settings
+    def __init__(self, settings: SinkSettings, host: str) -> None:
+        super().__init__(settings)
         self.host = host
         self.client: Client | None = None
-        self._stopping = asyncio.Event()
         self._pool = readapi.ReadPool(settings.read_query_threads)
 
-    async def start(self) -> None:
+    async def open(self, stack: contextlib.AsyncExitStack) -> None:
+        self.closing(stack, "read pool", lambda: asyncio.to_thread(self._pool.close))
         readapi.check_access(self.host, self.settings.read_api_token, host_variable="--host")
         if self.settings.clickhouse_url.startswith("chdb://"):
             raise ConfigError(
                 "serve-api needs a ClickHouse server (CLICKHOUSE_URL=http(s)://...); with the embedded engine "
                 "the sink serves the read API on SINK_PORT"
             )
-        self.client = await asyncio.to_thread(
+        self.client = client = await asyncio.to_thread(
             store.connect, self.settings.clickhouse_url, self.settings.clickhouse_access
         )
+        self.closing(stack, "ClickHouse client", lambda: asyncio.to_thread(client.close))
         db = self.settings.clickhouse_database
         try:
-            await asyncio.to_thread(self.client.query, f"SELECT 1 FROM {db}.rooms LIMIT 0")
+            await asyncio.to_thread(client.query, f"SELECT 1 FROM {db}.rooms LIMIT 0")
         except Exception:
             raise ConfigError(
                 f"no usage views in database {db!r}: check CLICKHOUSE_DATABASE, or start the sink once "
                 "(it creates the schema)"
             ) from None
-
-    async def run(self) -> None:
-        await self._stopping.wait()
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        self._pool.close()
-        if self.client is not None:
-            client, self.client = self.client, None
-            await asyncio.to_thread(client.close)
-
-    def ready(self) -> bool:
-        return self.client is not None and not self._stopping.is_set()
 
     def routes(self) -> list[web.RouteDef]:
         return readapi.routes(
@@ -78,6 +68,7 @@ def _serve(args: argparse.Namespace) -> int:
     return run_service(
         lambda s: ReadApiService(s, args.host or s.sink_host),
         lambda s: (args.host or s.sink_host, args.port if args.port is not None else s.sink_port),
+        settings_class=SinkSettings,
     )
 
 

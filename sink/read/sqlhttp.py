@@ -51,7 +51,7 @@ from backports import zstd
 from multidict import MultiDict
 from prometheus_client import Counter, Histogram
 
-from pipeline.settings import ConfigError, Settings
+from pipeline.settings import ConfigError, SinkSettings
 from sink.read import readapi, sqlerrors
 from sink.read.sqlengine import EmbeddedSql, Limits, SqlRequest, SqlResult
 from sink.read.sqlerrors import ClickHouseError
@@ -122,7 +122,7 @@ class Config:
     body_timeout_s: float = BODY_TIMEOUT_S
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Config:
+    def from_settings(cls, settings: SinkSettings) -> Config:
         """The interface's part of the pipeline settings."""
         return cls(
             host=settings.sql_host,
@@ -140,7 +140,7 @@ def check_access(host: str, token: str) -> None:
     readapi.check_access(host, token, host_variable="SQL_HOST")
 
 
-async def start_for(settings: Settings, *, port: int | None = None) -> SqlHttpServer | None:
+async def start_for(settings: SinkSettings, *, port: int | None = None) -> SqlHttpServer | None:
     """Start the interface when the store is embedded and SQL_PORT is not 0; None otherwise.
 
     `port` overrides SQL_PORT (tests pass a free port).

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import uuid
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.admin import NewTopic
 
 from enrich.service import EnrichService
 from pipeline import contract, kafka
+from pipeline.kafkaerrors import KafkaFatal
 from pipeline.settings import Settings
 from tests.support import Running, body, event, produce_raw, publish_dimensions, read_topic, wait_for
 
@@ -276,3 +281,54 @@ async def test_enrich_reports_lag_batch_sizes_and_produce_latency(settings: Sett
     # Batch size and produce latency are observed once per handled batch.
     assert total(BATCH_RECORDS, "_sum") - records_before == 5
     assert total(PRODUCE_SECONDS, "_count") - batches_before >= 1
+
+
+async def test_healthz_follows_the_loop_idle_polls_alive_a_stuck_poll_dead(settings: Settings) -> None:
+    configured = dataclasses.replace(settings, liveness_stall_s=1.5, shutdown_timeout_s=2.0)
+    service = EnrichService(configured)
+    async with Running(service, http=True) as running, aiohttp.ClientSession() as http:
+        await asyncio.sleep(3)  # nothing to consume: empty polls only, twice the bound
+        async with http.get(running.url + "/healthz") as r:
+            assert r.status == 200
+        consumer = service._consumer
+        assert consumer is not None
+
+        async def stuck(*_: Any, **__: Any) -> Any:  # a poll that never comes back (a wedged client)
+            await asyncio.sleep(3600)
+
+        consumer.getmany = stuck  # type: ignore[method-assign]
+        answer = await wait_for(lambda: _answer(http, running.url + "/healthz", 503), timeout_s=10)
+        assert answer["status"] == "stalled"
+        async with http.get(running.url + "/readyz") as r:
+            assert r.status == 200  # readiness is unchanged: only liveness judges progress
+    # Running's exit waited for run(): the stop, bounded by SHUTDOWN_TIMEOUT_S, cancelled the stuck loop.
+
+
+async def _answer(http: aiohttp.ClientSession, url: str, status: int) -> dict[str, Any] | None:
+    async with http.get(url) as r:
+        return dict(await r.json()) if r.status == status else None
+
+
+async def test_a_record_the_broker_refuses_stops_the_stage_instead_of_retrying_forever(settings: Settings) -> None:
+    # An enriched topic that takes records of at most 1000 bytes: every enriched event is refused
+    # (MESSAGE_TOO_LARGE), which no retry can fix.
+    small = dataclasses.replace(settings, topic_enriched=f"{settings.topic_enriched}.small")
+    admin = kafka.admin_client(small)
+    await admin.start()
+    try:
+        spec = NewTopic(small.topic_enriched, small.topic_partitions, 1, topic_configs={"max.message.bytes": "1000"})
+        await admin.create_topics([spec])
+    finally:
+        await admin.close()
+    doc = joined("/acme-big")
+    doc["data"]["metadata"] = "x" * 1500
+    await produce_raw(small, [body(doc)])
+    service = EnrichService(small)
+    await service.start()
+    try:
+        with pytest.raises(KafkaFatal, match=r"MessageSizeTooLargeError.*max\.message\.bytes") as caught:
+            await asyncio.wait_for(service.run(), timeout=60)
+        assert "\n" not in str(caught.value)
+    finally:
+        await service.stop()
+    assert sum((await committed(small)).values()) == 0  # nothing committed: the event is not lost

@@ -352,3 +352,29 @@ async def _wait_for_log(log: Path, text: str, timeout_s: float = 30) -> None:
         interval_s=0.05,
         what=f"{text!r} logged",
     )
+
+
+async def test_a_second_sigterm_exits_at_once(settings: Settings, tmp_path: Path) -> None:
+    proc = await asyncio.to_thread(start_ingest, settings, tmp_path / "ingest.log")
+    try:
+        # A request whose body never completes keeps the first stop waiting (for WEBHOOK_BODY_TIMEOUT_S).
+        raw = body(event("room.client.joined", "/acme-slow", 0, participant="p-1"))
+        head = "".join(f"{k}: {v}\r\n" for k, v in signed_headers(raw, SECRET).items())
+        _, writer = await asyncio.open_connection("127.0.0.1", proc.port)
+        writer.write(f"POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(raw)}\r\n{head}\r\n".encode())
+        writer.write(raw[:10])
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the handler is reading the body
+        proc.process.send_signal(signal.SIGTERM)
+        await _wait_for_log(proc.log, "stopping: draining in-flight work")
+        started = time.monotonic()
+        proc.process.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(proc.process.wait, 30)
+        waited = time.monotonic() - started
+        writer.close()
+    finally:
+        await asyncio.to_thread(proc.stop)
+    log = proc.log.read_text()
+    assert code == 128 + signal.SIGTERM, log[-2000:]
+    assert "second SIGTERM, exiting now" in log
+    assert waited < 3  # not the body timeout (5 s) nor the budget

@@ -11,7 +11,6 @@ from prometheus_client import REGISTRY
 
 from harness.ports import free_port
 from pipeline.settings import Settings, WherebyApi
-from reconcile import service as scheduled
 from reconcile.service import ScheduledReconcile
 from tests.insights_double import InsightsDouble
 from tests.support import Running, wait_for
@@ -40,17 +39,18 @@ async def test_runs_the_newest_due_period_then_waits_and_stops_promptly(settings
     assert runs("ok") == before + 1
 
 
-async def test_a_stop_in_the_middle_of_a_run_is_bounded(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(scheduled, "STOP_GRACE_S", 0.5)
+async def test_a_stop_in_the_middle_of_a_run_is_bounded(settings: Settings) -> None:
     async with InsightsDouble(KEY) as double:
         double.throttle(after=1, retry_after_s=60)  # the run will sit in a 60 s wait
-        configured = dataclasses.replace(settings, whereby_api=WherebyApi(url=double.url, key=KEY))
+        configured = dataclasses.replace(
+            settings, whereby_api=WherebyApi(url=double.url, key=KEY), shutdown_timeout_s=1.0
+        )
         service = ScheduledReconcile(
             configured, every_s=3600, lag_s=1800, backfill=False, read_api="http://127.0.0.1:9"
         )
         await service.start()
         task = asyncio.create_task(service.run())
         await wait_for(lambda: len(double.requests) == 1)
-        await service.stop()  # bounded by STOP_GRACE_S, not by the server's 60 s
+        await service.stop()  # bounded by SHUTDOWN_TIMEOUT_S, not by the server's 60 s
         await asyncio.wait_for(task, timeout=5)
     assert service.done_to_ms is None  # the cut run did not count as done

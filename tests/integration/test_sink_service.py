@@ -132,3 +132,36 @@ async def test_a_table_taken_away_and_restored_while_the_sink_runs_loses_nothing
             client.close()
         usage = room_usage(sink)
     assert (usage["participant_minutes"], usage["recorder_minutes"], usage["sessions"]) == (32, 5, 2)
+
+
+async def test_after_insert_runs_with_the_rows_stored_and_the_offsets_not_yet_committed(settings: Settings) -> None:
+    """The plug-in point `make chaos` crashes the sink at (chaos/crashing_sink.py): exactly between the
+    insert and the commit. A hook that fails there stops the stage with the rows stored, nothing committed."""
+    docs = meeting(ROOM)
+    await produce(settings, settings.topic_enriched, enriched_records(docs))
+    stored_at_hook: list[int] = []
+
+    def after_insert(batch: Any) -> None:
+        assert sink.client is not None
+        stored_at_hook.append(rows(sink.client, f"SELECT count() AS n FROM {sink.db}.events")[0]["n"])
+        raise RuntimeError("crash between insert and commit")
+
+    sink = SinkService(settings, after_insert=after_insert)
+    await sink.start()
+    try:
+        with pytest.raises(RuntimeError, match="crash between insert and commit"):
+            await asyncio.wait_for(sink.run(), timeout=60)
+    finally:
+        await sink.stop()
+    assert stored_at_hook and stored_at_hook[0] > 0  # the hook ran after the insert...
+    assert sum((await committed_offsets(settings)).values()) == 0  # ...and before any commit
+
+
+async def committed_offsets(settings: Settings) -> dict[int, int]:
+    consumer = kafka.consumer(settings, group_id=settings.sink_group)
+    await consumer.start()
+    try:
+        tps = await kafka.partitions_of(settings, settings.topic_enriched)
+        return {tp.partition: (await consumer.committed(tp)) or 0 for tp in tps}
+    finally:
+        await consumer.stop()
