@@ -22,7 +22,7 @@ from tests.support import Running, body, event, publish_dimensions, signed_heade
 
 pytestmark = pytest.mark.e2e
 
-SECRET = "k3v9q2m7x1p8r4t6w0z5y2a9b3c7d1e4"  # the secret tests.stack.isolated_env gives ingest
+SECRET = "k3v9q2m7x1p8r4t6w0z5y2a9b3c7d1e4"  # the secret harness.stack.isolated_env gives ingest
 CUSTOMER = "c-live-e2e"
 
 

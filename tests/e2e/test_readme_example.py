@@ -20,7 +20,7 @@ from tests.support import Running, publish_dimensions, signed_headers, wait_for
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-SECRET = "k3v9q2m7x1p8r4t6w0z5y2a9b3c7d1e4"  # the secret tests.stack.isolated_env gives ingest
+SECRET = "k3v9q2m7x1p8r4t6w0z5y2a9b3c7d1e4"  # the secret harness.stack.isolated_env gives ingest
 
 
 def readme_row() -> dict[str, Any]:

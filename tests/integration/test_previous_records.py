@@ -25,10 +25,10 @@ from typing import Any
 import orjson
 import pytest
 
+from harness.stack import Stack, isolated_env
 from pipeline import kafka
 from pipeline.settings import Settings
 from tests.integration.test_upgrade import FIXTURES, get, keep, seed_topics, wait_until
-from tests.stack import Stack, isolated_env
 from tests.support import read_topic, topic_record_count
 
 pytestmark = pytest.mark.integration

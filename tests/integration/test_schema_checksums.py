@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.stack import REPO, isolated_env
+from harness.stack import REPO, isolated_env
 
 pytestmark = pytest.mark.integration
 
