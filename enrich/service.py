@@ -12,7 +12,8 @@ exactly the partition that hashing the key would pick: per-room order carries th
 keyed by roomName (for compaction and for consumers that look at keys), and the stage skips hashing
 every key (aiokafka's murmur2 is pure Python and was a fifth of the stage's time). When the counts
 differ (e.g. partitions were added to one topic only) or a raw record has no key, the output partition
-comes from the key with the default partitioner's hash, cached per key, as `send(key=...)` would pick.
+comes from the key with the default partitioner's hash (`pipeline.partitioning`, cached per key), as
+`send(key=...)` would pick.
 
 Rebalances: the batch in hand holds a lock that the revocation callback waits for, so partitions are
 handed over only after the batch's records are acknowledged and its offsets committed. If the group
@@ -34,7 +35,6 @@ from typing import Any
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
-from aiokafka.partitioner import murmur2
 from prometheus_client import Counter, Histogram
 
 from enrich import config
@@ -42,6 +42,7 @@ from enrich.dimensions import DimensionError, DimensionTable
 from enrich.dimtopic import DimensionFollower, record_user_id_source
 from enrich.enricher import CUSTOMER_RESOLUTIONS, USER_RESOLUTIONS, BadEvent, enrich_record
 from pipeline import contract, kafka, lag, rebalance, replicas
+from pipeline.partitioning import partition_for
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -70,8 +71,6 @@ COMMIT_FAILURES = Counter(
 
 MAX_POLL_RECORDS = 2000
 RETRY_BACKOFF_S = 1.0
-# Output partitions of hashed keys, remembered per key (a room sends many events); bounded.
-PARTITION_CACHE_SIZE = 100_000
 
 # Touch every label once so the series exist (at zero) before the first event, for dashboards and alerts.
 for _outcome in ("enriched", "deadletter"):
@@ -120,7 +119,6 @@ class EnrichService:
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._batch_lock = asyncio.Lock()
-        self._partition_of_key: dict[bytes, int] = {}
         self._hashed_partitions: tuple[int, ...] = ()
         self._stopping = asyncio.Event()
         self._run_finished: asyncio.Event | None = None
@@ -273,9 +271,9 @@ class EnrichService:
                 key = record.key
                 if key is None:
                     key = room.encode()
-                    partition = self._hashed_partition(key)
+                    partition = partition_for(key, self._hashed_partitions)
                 else:
-                    partition = self._hashed_partition(key) if same is None else same
+                    partition = partition_for(key, self._hashed_partitions) if same is None else same
                 builder = builders.get(partition)
                 if builder is None or builder.append(timestamp=None, key=key, value=value) is None:
                     if builder is not None:  # full: hand it over, start the next one
@@ -350,25 +348,8 @@ class EnrichService:
         out: set[int] = cluster.partitions_for_topic(
             self.settings.topic_enriched
         ) or await self._producer.partitions_for(self.settings.topic_enriched)
-        partitions = tuple(sorted(out))
-        if partitions != self._hashed_partitions:  # changed: cached hashes are stale
-            self._hashed_partitions = partitions
-            self._partition_of_key.clear()
+        self._hashed_partitions = tuple(sorted(out))
         return len(out) if raw == out else 0
-
-    def _hashed_partition(self, key: bytes) -> int:
-        """The partition Kafka's default partitioner picks for `key` (murmur2), remembered per key."""
-        try:
-            return self._partition_of_key[key]
-        except KeyError:
-            pass
-        partitions = self._hashed_partitions
-        index: int = murmur2(key) & 0x7FFFFFFF
-        partition = partitions[index % len(partitions)]
-        if len(self._partition_of_key) >= PARTITION_CACHE_SIZE:
-            self._partition_of_key.clear()
-        self._partition_of_key[key] = partition
-        return partition
 
     async def _rewind(
         self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], error: BaseException

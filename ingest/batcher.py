@@ -20,17 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import random
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import murmur2
 
-# Room names repeat for every event of a meeting, so the (pure-Python) hash is worth caching.
-_hash = functools.lru_cache(maxsize=16384)(murmur2)
+from pipeline.partitioning import partition_for
 
 
 class StoreError(Exception):
@@ -40,15 +36,6 @@ class StoreError(Exception):
         super().__init__(f"{reason}: {cause}")
         self.reason = reason
         self.cause = cause
-
-
-def partition_for(key: bytes | None, partitions: Sequence[int]) -> int:
-    """The partition Kafka's default partitioner picks for `key` (murmur2, as the Java client does),
-    so records keep per-room order and land where any other client would put them; random without a key."""
-    if key is None:
-        return random.choice(partitions)
-    index: int = _hash(key) & 0x7FFFFFFF
-    return partitions[index % len(partitions)]
 
 
 class _Batch:
