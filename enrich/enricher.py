@@ -10,6 +10,7 @@ from enrich.dimensions import EXTERNAL_ID_RE, DimensionTable, User
 from enrich.metadata import parse_metadata
 from pipeline import contract, envelope, erasure, usersource
 from pipeline.contract import EnrichedEvent
+from pipeline.failures import Failure
 
 BOT_ROLES = {"recorder": "recorder", "streamer": "streamer", "captioner": "captioner", "assistant": "assistant"}
 ROLE_CLASSES = ("human", "recorder", "streamer", "captioner", "assistant")
@@ -29,14 +30,8 @@ _MAX_INVALID_EXTERNAL_ID = usersource.MAX_INVALID_EXTERNAL_ID_CHARS
 _EXTERNAL_ID_ONLY = usersource.DEFAULT
 
 
-class BadEvent(Exception):
+class BadEvent(Failure):
     """The raw event cannot be enriched. `reason` is a bounded code for metrics and the dead-letter row."""
-
-    def __init__(self, reason: str, detail: str, event_id: str | None = None) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-        self.event_id = event_id
 
 
 def role_class(role_name: str | None) -> str | None:

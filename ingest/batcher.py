@@ -26,16 +26,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from pipeline.failures import Failure
 from pipeline.partitioning import partition_for
 
 
-class StoreError(Exception):
-    """A record was not acknowledged. `reason` is a bounded code: produce_timeout or produce_failed."""
-
-    def __init__(self, reason: str, cause: str) -> None:
-        super().__init__(f"{reason}: {cause}")
-        self.reason = reason
-        self.cause = cause
+class StoreError(Failure):
+    """A record was not acknowledged (the request answers 503). `reason` is a bounded code,
+    produce_timeout or produce_failed; `detail` the cause (an exception class name)."""
 
 
 class _Batch:

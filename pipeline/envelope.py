@@ -33,6 +33,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from pipeline.failures import Failure
+
 # Whereby's ids are 64 hex characters and its types short dotted names. The bound is generous; it only
 # keeps arbitrarily long strings out of Kafka headers and ClickHouse keys.
 MAX_ID_LENGTH = 256
@@ -51,7 +53,7 @@ _SECONDS: dict[str, int] = {}
 _SECONDS_CACHE_SIZE = 4096
 
 
-class EnvelopeError(Exception):
+class EnvelopeError(Failure):
     """The body is not a usable Whereby envelope.
 
     `field` names the envelope field at fault (None when the body as a whole is); `reason` is a short,
@@ -59,10 +61,8 @@ class EnvelopeError(Exception):
     """
 
     def __init__(self, field: str | None, detail: str, reason: str | None = None) -> None:
-        super().__init__(detail)
+        super().__init__(reason or (f"invalid_{field}" if field else "invalid_body"), detail)
         self.field = field
-        self.detail = detail
-        self.reason = reason or (f"invalid_{field}" if field else "invalid_body")
 
 
 class Envelope(NamedTuple):

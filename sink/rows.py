@@ -17,6 +17,7 @@ import orjson
 
 from pipeline import contract
 from pipeline.dimensions import Customer, DimensionError, Erasure, Tombstone, User, decode
+from pipeline.failures import Failure
 from sink.batch import RecordLike
 
 CUSTOMER_COLUMNS = ("customer_id", "name", "room_name_prefixes", "attributes", "deleted", "version")
@@ -25,13 +26,8 @@ CUSTOMERS_TABLE = "dim_customers"
 USERS_TABLE = "dim_users"
 
 
-class BadRow(Exception):
+class BadRow(Failure):
     """The record cannot become a row; `reason` is a bounded code (a metric label)."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
 
 
 def event_line(value: bytes | None) -> bytes:
