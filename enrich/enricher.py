@@ -57,7 +57,7 @@ def _envelope(body: bytes) -> envelope.Envelope:
     try:
         env = envelope.check(body)
     except envelope.EnvelopeError as exc:
-        raise BadEvent(exc.reason, exc.detail, envelope.event_id_of(body)) from None
+        raise BadEvent(exc.reason, exc.detail, exc.event_id) from None
     # In-room events are useless without the room (and client events without the participant): usage is
     # keyed on (roomName, participantId). Other and unknown types are kept with whatever they carry.
     event_type, data = env.event_type, env.data

@@ -41,7 +41,7 @@ from enrich import config
 from enrich.dimensions import DimensionError, DimensionTable
 from enrich.dimtopic import DimensionFollower, record_user_id_source
 from enrich.enricher import CUSTOMER_RESOLUTIONS, USER_RESOLUTIONS, BadEvent, enrich_record
-from pipeline import contract, kafka, lag, rebalance, replicas
+from pipeline import contract, deadletters, kafka, lag, rebalance, replicas
 from pipeline.partitioning import partition_for
 from pipeline.settings import Settings
 
@@ -297,18 +297,7 @@ class EnrichService:
     ) -> asyncio.Future[Any]:
         """Send one bad row (with the record's source position) keyed like its source; rare, so one send each."""
         assert self._producer is not None
-        row = contract.bad_row(
-            stage="enrich",
-            reason=exc.reason,
-            detail=exc.detail,
-            payload=record.value,
-            source_topic=tp.topic,
-            source_partition=tp.partition,
-            source_offset=record.offset,
-            event_id=exc.event_id,
-        )
-        future: asyncio.Future[Any] = await self._producer.send(self.settings.topic_deadletter, row, key=record.key)
-        return future
+        return await deadletters.send(self._producer, self.settings.topic_deadletter, self.name, exc, record)
 
     async def _dead_letter_dimension(self, record: ConsumerRecord[bytes, bytes], exc: DimensionError) -> None:
         """Dead-letter a dimension record the table refused, and wait for the acknowledgement.
@@ -317,17 +306,8 @@ class EnrichService:
         sink dead-letters the same invalid record from its committed position.
         """
         assert self._producer is not None
-        row = contract.bad_row(
-            stage="enrich",
-            reason=exc.reason,
-            detail=str(exc),
-            payload=record.value,
-            source_topic=record.topic,
-            source_partition=record.partition,
-            source_offset=record.offset,
-        )
         try:
-            await (await self._producer.send(self.settings.topic_deadletter, row, key=record.key))
+            await (await deadletters.send(self._producer, self.settings.topic_deadletter, self.name, exc, record))
         except KafkaError as error:
             log.error(
                 "rejected dimension record not dead-lettered",

@@ -18,13 +18,10 @@ changed meaning: a change of meaning needs a new topic).
 
 from __future__ import annotations
 
-import base64
 import importlib.metadata
 import time
 from collections.abc import Sequence
 from typing import Any, NotRequired, TypedDict
-
-import orjson
 
 # 1: the first release (no version on any record); 2: source/user_name/contract fields, bad-row versions.
 CONTRACT_VERSION = 2
@@ -58,11 +55,13 @@ def producer(stage: str) -> str:
     return f"{stage}@{PACKAGE_VERSION}"
 
 
+def version_headers(stage: str) -> tuple[tuple[str, bytes], ...]:
+    """The contract headers every record a stage writes carries: `contract-version`, `producer`."""
+    return ((HEADER_CONTRACT_VERSION, str(CONTRACT_VERSION).encode()), (HEADER_PRODUCER, producer(stage).encode()))
+
+
 # Every raw record ingest writes carries these (built once: the hot path only appends them).
-RAW_VERSION_HEADERS: tuple[tuple[str, bytes], ...] = (
-    (HEADER_CONTRACT_VERSION, str(CONTRACT_VERSION).encode()),
-    (HEADER_PRODUCER, producer("ingest").encode()),
-)
+RAW_VERSION_HEADERS = version_headers("ingest")
 
 # One result of `whereby-pipeline reconcile` per room session and run, on `whereby.reconciliation`; the sink
 # stores them in the `reconciliation` table. Bump the schema when a field changes meaning or goes away.
@@ -222,51 +221,3 @@ def now_ms() -> int:
 def headers_dict(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:
     """Kafka record headers as a str -> str dict (undecodable values are replaced, never raised on)."""
     return {k: v.decode("utf-8", "replace") for k, v in (headers or ())}
-
-
-def bad_row(
-    *,
-    stage: str,
-    reason: str,
-    detail: str,
-    payload: bytes | None,
-    source_topic: str | None = None,
-    source_partition: int | None = None,
-    source_offset: int | None = None,
-    event_id: str | None = None,
-) -> bytes:
-    """Serialise one dead-letter record.
-
-    `reason` is a short, bounded code (it becomes a metric label); `detail` is the human explanation.
-    The original bytes are kept whole so the event can be repaired and replayed: as text when they are
-    UTF-8, base64 otherwise.
-    """
-    record: dict[str, Any] = {
-        "schema_version": CONTRACT_VERSION,
-        "producer": producer(stage),
-        "stage": stage,
-        "reason": reason,
-        "detail": detail,
-        "event_id": event_id,
-        "source": {"topic": source_topic, "partition": source_partition, "offset": source_offset},
-        "failed_at_ms": now_ms(),
-    }
-    if payload is None:
-        record["payload"], record["payload_encoding"] = None, None
-    else:
-        try:
-            record["payload"], record["payload_encoding"] = payload.decode("utf-8"), "utf-8"
-        except UnicodeDecodeError:
-            record["payload"] = base64.b64encode(payload).decode("ascii")
-            record["payload_encoding"] = "base64"
-    return orjson.dumps(record)
-
-
-def bad_row_payload(record: dict[str, Any]) -> bytes | None:
-    """The original bytes of a decoded dead-letter record (inverse of the encoding in `bad_row`)."""
-    payload = record.get("payload")
-    if payload is None:
-        return None
-    if record.get("payload_encoding") == "base64":
-        return base64.b64decode(payload)
-    return str(payload).encode("utf-8")

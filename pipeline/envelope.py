@@ -177,19 +177,25 @@ _new_envelope = tuple.__new__
 
 
 def _first_error(doc: dict[str, Any]) -> EnvelopeError:
-    """The error of the first field, in the documented order, that breaks its rule (one does)."""
+    """The error of the first field, in the documented order, that breaks its rule (one does), carrying
+    the body's `id` when that one is usable (for the dead-letter record)."""
     try:
         _string_field(doc, "id")
         _string_field(doc, "type")
         if "createdAt" not in doc:
-            return EnvelopeError("createdAt", "`createdAt` is missing")
-        if not is_date_time(doc["createdAt"]):
-            return EnvelopeError("createdAt", "`createdAt` must be an ISO-8601 date-time with an offset")
-        if "data" not in doc:
-            return EnvelopeError("data", "`data` is missing")
-        return EnvelopeError("data", f"`data` must be a JSON object, got {json_type(doc['data'])}")
+            error = EnvelopeError("createdAt", "`createdAt` is missing")
+        elif not is_date_time(doc["createdAt"]):
+            error = EnvelopeError("createdAt", "`createdAt` must be an ISO-8601 date-time with an offset")
+        elif "data" not in doc:
+            error = EnvelopeError("data", "`data` is missing")
+        else:
+            error = EnvelopeError("data", f"`data` must be a JSON object, got {json_type(doc['data'])}")
     except EnvelopeError as exc:
-        return exc
+        error = exc
+    value = doc.get("id")
+    if value.__class__ is str and 0 < len(value) <= MAX_ID_LENGTH:
+        error.event_id = value
+    return error
 
 
 def event_id_of(body: bytes) -> str | None:

@@ -38,8 +38,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from clickhouse_connect.driver.client import Client
 
-from pipeline import contract, kafka, lag, rebalance, replicas
+from pipeline import contract, deadletters, kafka, lag, rebalance, replicas
 from pipeline.erasure import ErasureSet
+from pipeline.failures import Failure
 from pipeline.settings import Settings
 from sink import config, drift, metrics, readapi, retention, sqlhttp, store
 from sink.batch import Batch, DeadLetter, Limits, Record, RecordLike
@@ -324,17 +325,10 @@ class SinkService:
         assert self._producer is not None
         sends = []
         for d in letters:
-            row = contract.bad_row(
-                stage="sink",
-                reason=d.reason,
-                detail=d.detail,
-                payload=d.record.value,
-                source_topic=d.record.topic,
-                source_partition=d.record.partition,
-                source_offset=d.record.offset,
-                event_id=_event_id(d.record.value),
+            failure = Failure(d.reason, d.detail, _event_id(d.record.value))
+            sends.append(
+                await deadletters.send(self._producer, self.settings.topic_deadletter, self.name, failure, d.record)
             )
-            sends.append(await self._producer.send(self.settings.topic_deadletter, row, key=d.record.key))
         await asyncio.gather(*sends)
         kinds = {
             self.settings.topic_dimensions: "dimension",
