@@ -27,30 +27,16 @@ Whereby's own `createdAt` shape takes a fast path (one cached calendar parse per
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import orjson
 
+from pipeline import times
 from pipeline.failures import Failure
 
 # Whereby's ids are 64 hex characters and its types short dotted names. The bound is generous; it only
 # keeps arbitrarily long strings out of Kafka headers and ClickHouse keys.
 MAX_ID_LENGTH = 256
-
-# The shape Whereby sends (`2023-10-31T13:09:44.373Z`), and every other ISO-8601 date-time with an
-# offset. Python's fromisoformat alone would also take a bare date, a zone-less time or a week date.
-_COMMON_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z", re.ASCII)
-_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?([Zz]|[+-]\d{2}:?\d{2})", re.ASCII)
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_EPOCH_NAIVE = datetime(1970, 1, 1)
-_MS = timedelta(milliseconds=1)
-# `YYYY-MM-DDTHH:MM:SS` of Whereby's shape → epoch milliseconds. Events arrive roughly in time order, so
-# most share a second with an earlier one. Only prefixes of texts that passed the full check are cached.
-_SECONDS: dict[str, int] = {}
-_SECONDS_CACHE_SIZE = 4096
 
 
 class EnvelopeError(Failure):
@@ -77,28 +63,10 @@ class Envelope(NamedTuple):
     data: dict[str, Any]
 
 
-def created_at_ms(value: object) -> int:
-    """An ISO-8601 date-time with an offset as integer epoch milliseconds (UTC); ValueError for anything
-    else, including a date-time without an offset or one that names no real instant (month 13, hour 25)."""
-    if value.__class__ is not str:
-        raise ValueError("not a string")
-    text: str = value  # type: ignore[assignment]
-    if len(text) == 24 and text[19] == "." and text[23] == "Z":
-        millis = text[20:23]
-        second = _SECONDS.get(text[:19])
-        if second is not None and millis.isascii() and millis.isdigit():
-            return second + int(millis)
-        if _COMMON_DATE_TIME.fullmatch(text):
-            second = (datetime.fromisoformat(text[:19]) - _EPOCH_NAIVE) // _MS  # ValueError: not in the calendar
-            if len(_SECONDS) >= _SECONDS_CACHE_SIZE:
-                _SECONDS.clear()
-            _SECONDS[text[:19]] = second
-            return second + int(millis)
-    if not _DATE_TIME.fullmatch(text):
-        raise ValueError("not an ISO-8601 date-time with an offset")
-    when = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))  # ValueError: not in the calendar
-    # timedelta floor division is exact; float timestamps can be off by one millisecond.
-    return (when - _EPOCH) // _MS
+# An ISO-8601 date-time with an offset (`Z` or `±hh:mm`) as integer epoch milliseconds (UTC); ValueError for
+# anything else, including a date-time without an offset or one that names no real instant: the strict
+# rule of the shared parser (bound, not wrapped: it runs for every event).
+created_at_ms = times.instant_ms
 
 
 def is_date_time(value: object) -> bool:
