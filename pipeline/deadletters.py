@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from pipeline import contract
 from pipeline.failures import Failure
+
+if TYPE_CHECKING:  # only a type here: the sink's pure batch module imports SourceRecord, never aiokafka
+    from aiokafka import AIOKafkaProducer
 
 
 class SourceRecord(Protocol):
