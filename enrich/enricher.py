@@ -56,18 +56,9 @@ def _envelope(body: bytes) -> envelope.Envelope:
     """The shared envelope check (same rules and reasons as ingest), then enrich's own rule; or BadEvent."""
     try:
         env = envelope.check(body)
+        envelope.require_usage_fields(env)
     except envelope.EnvelopeError as exc:
         raise BadEvent(exc.reason, exc.detail, exc.event_id) from None
-    # In-room events are useless without the room (and client events without the participant): usage is
-    # keyed on (roomName, participantId). Other and unknown types are kept with whatever they carry.
-    event_type, data = env.event_type, env.data
-    if event_type.startswith("room."):
-        if env.room_name is None:
-            raise BadEvent("missing_field", f"`data.roomName` is required for {event_type}", env.event_id)
-        if event_type.startswith("room.client.") and (
-            not isinstance(data.get("participantId"), str) or not data["participantId"]
-        ):
-            raise BadEvent("missing_field", f"`data.participantId` is required for {event_type}", env.event_id)
     return env
 
 

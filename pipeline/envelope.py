@@ -14,9 +14,9 @@ raw record by the same rules with the same reason codes. The rules, decided once
 
 Checks run in that order and the first failure is reported, so an error names one field. Only what
 the pipeline needs is checked; extra fields pass through, since the raw topic keeps the body exactly
-as received. Enrich adds its own rule on top (in-room events need `data.roomName`, client events
-`data.participantId`: reason `missing_field`); ingest stores such events, since the raw topic keeps
-everything signed.
+as received. Enrich adds one rule on top, :func:`require_usage_fields` (in-room events need
+`data.roomName`, client events `data.participantId`: reason `missing_field`); ingest stores such events,
+since the raw topic keeps everything signed and a 400 would make Whereby drop what a later fix could use.
 
 A missing offset is refused rather than read as UTC: a date-time without one is not what Whereby
 sends, and guessing its zone would move usage between days.
@@ -164,6 +164,29 @@ def _first_error(doc: dict[str, Any]) -> EnvelopeError:
     if value.__class__ is str and 0 < len(value) <= MAX_ID_LENGTH:
         error.event_id = value
     return error
+
+
+def require_usage_fields(env: Envelope) -> None:
+    """Enrich's rule on top of :func:`check`: usage is keyed on (roomName, participantId), so an in-room
+    event needs its room and a client event its participant; EnvelopeError `missing_field` otherwise.
+    Other and unknown types are kept with whatever they carry."""
+    event_type = env.event_type
+    if not event_type.startswith("room."):
+        return
+    if env.room_name is None:
+        error = EnvelopeError("data.roomName", f"`data.roomName` is required for {event_type}", "missing_field")
+    elif event_type.startswith("room.client.") and not _non_empty(env.data.get("participantId")):
+        error = EnvelopeError(
+            "data.participantId", f"`data.participantId` is required for {event_type}", "missing_field"
+        )
+    else:
+        return
+    error.event_id = env.event_id
+    raise error
+
+
+def _non_empty(value: object) -> bool:
+    return value.__class__ is str and bool(value)
 
 
 def event_id_of(body: bytes) -> str | None:
