@@ -77,6 +77,7 @@ def enrich(
         dims,
         now_ms,
         display_names,
+        headers.get(contract.HEADER_CONTRACT_VERSION),
     )
 
 
@@ -87,18 +88,21 @@ def enrich_record(
     dims: DimensionTable,
     now_ms: int,
     display_names: bool = True,
+    version: bytes | str | None = None,
 ) -> tuple[bytes, str, str, str]:
     """The stage's hot path: (enriched JSON, customer resolution, user resolution, room name) of one raw
-    record, given the raw `received-at-ms` and `event-source` header values as they came off the wire.
+    record, given the raw `received-at-ms`, `event-source` and `contract-version` header values as they
+    came off the wire.
 
     Same rules and output as `enrich`, without decoding every header or handing a dict back.
     """
-    event = _enrich(body, received_at_ms, source, dims, now_ms, display_names)
+    event = _enrich(body, received_at_ms, source, dims, now_ms, display_names, version)
     return _dumps(event), event["customer_resolution"], event["user_resolution"], event["room_name"]
 
 
 _INSIGHTS = (contract.SOURCE_INSIGHTS, contract.SOURCE_INSIGHTS.encode())
 _PRODUCER = contract.producer("enrich")
+_READABLE_VERSIONS = contract.READABLE_VERSIONS
 
 
 def _source(value: bytes | str | None) -> str:
@@ -116,7 +120,11 @@ def _enrich(
     dims: DimensionTable,
     now_ms: int,
     display_names: bool,
+    version: bytes | str | None = None,
 ) -> EnrichedEvent:
+    if version is not None and version not in _READABLE_VERSIONS:
+        # Written by a newer release: its meaning may have changed, so it is not read as ours.
+        raise BadEvent(contract.UNSUPPORTED_VERSION, contract.unsupported_version(version).detail)
     env = _envelope(body)
     doc, data, event_id, event_type, created_at_ms = env.doc, env.data, env.event_id, env.event_type, env.created_at_ms
     get = data.get

@@ -81,16 +81,19 @@ for _result in USER_RESOLUTIONS:
     RESOLUTION.labels("user", _result)
 
 
-def _received_at_and_source(headers: Sequence[tuple[str, bytes]]) -> tuple[bytes | None, bytes | None]:
-    """The two raw-record headers enrichment reads (received-at, event-source), undecoded; decoding them
-    all costs. A webhook carries no event-source header (ingest writes three headers, backfill four)."""
-    received = source = None
+def _raw_headers(headers: Sequence[tuple[str, bytes]]) -> tuple[bytes | None, bytes | None, bytes | None]:
+    """The three raw-record headers enrichment reads (received-at, event-source, contract-version),
+    undecoded; decoding them all costs. A webhook carries no event-source header, a record of the release
+    before no contract-version."""
+    received = source = version = None
     for name, value in headers:
         if name == contract.HEADER_RECEIVED_AT_MS:
             received = value
         elif name == contract.HEADER_EVENT_SOURCE:
             source = value
-    return received, source
+        elif name == contract.HEADER_CONTRACT_VERSION:
+            version = value
+    return received, source, version
 
 
 class _FinishBatchOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -242,6 +245,8 @@ class EnrichService:
         now = contract.now_ms()
         copartitioned = await self._copartitioned_count()
         display_names = self.settings.store_display_names
+        # One list for every record (aiokafka's C builder wants a list; it encodes the headers at once).
+        headers = list(contract.ENRICHED_VERSION_HEADERS)
         builders: dict[int, Any] = {}  # output partition -> open aiokafka BatchBuilder
         new_batch = producer.create_batch
         count = 0
@@ -249,8 +254,9 @@ class EnrichService:
             same = tp.partition if tp.partition < copartitioned else None
             for record in records:
                 try:
+                    received, source, version = _raw_headers(record.headers)
                     value, customer, user, room = enrich_record(
-                        record.value or b"", *_received_at_and_source(record.headers), table, now, display_names
+                        record.value or b"", received, source, table, now, display_names, version
                     )
                 except BadEvent as exc:
                     deliveries.append(await self._dead_letter(tp, record, exc))
@@ -275,11 +281,11 @@ class EnrichService:
                 else:
                     partition = partition_for(key, self._hashed_partitions) if same is None else same
                 builder = builders.get(partition)
-                if builder is None or builder.append(timestamp=None, key=key, value=value) is None:
+                if builder is None or builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
                     if builder is not None:  # full: hand it over, start the next one
                         deliveries.append(await self._submit(builder, enriched_topic, partition))
                     builder = builders[partition] = new_batch()
-                    builder.append(timestamp=None, key=key, value=value)  # a batch always takes its first
+                    builder.append(timestamp=None, key=key, value=value, headers=headers)  # a batch takes its first
             count += len(records)
         for partition, builder in builders.items():
             deliveries.append(await self._submit(builder, enriched_topic, partition))

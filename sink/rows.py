@@ -62,6 +62,18 @@ def single_lines_size(values: Sequence[bytes | None]) -> int | None:
     return len(joined) - len(lines) + 1
 
 
+def readable_run(records: Sequence[RecordLike]) -> bool:
+    """True when this release reads every record of a polled run: none carries a `contract-version` it
+    does not know (records without one are version 1, read too). One pass over the headers, no decoding:
+    a record that fails is then handled alone (:func:`pipeline.contract.version_failure`, dead-lettered)."""
+    readable, version = contract.READABLE_VERSIONS, contract.HEADER_CONTRACT_VERSION
+    for record in records:
+        for name, value in record.headers:
+            if name == version and value not in readable:
+                return False
+    return True
+
+
 def dimension_row(key: bytes | None, value: bytes | None, offset: int) -> tuple[str, list[Any]] | None:
     """(table, row) for one record of the dimensions topic; a tombstone becomes a `deleted` row; None for a
     valid record of a kind the sink does not store (an erasure is applied, not stored: `erasure_change`).

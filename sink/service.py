@@ -47,7 +47,7 @@ from sink.batch import Batch, DeadLetter, Limits, Record, RecordLike
 from sink.derive import Deriver
 from sink.erasures import ErasureFollower
 from sink.errors import backoff_delay
-from sink.rows import BadRow, event_line, single_lines_size
+from sink.rows import BadRow, event_line, readable_run, single_lines_size
 from sink.writer import ClickHouseWriter, Outcome, RetryLater
 
 log = logging.getLogger(__name__)
@@ -210,6 +210,10 @@ class SinkService:
                 for r in records:
                     self._add(r)
             elif tp.topic == self.settings.topic_raw:
+                if not readable_run(records):
+                    for r in records:
+                        self._add(r)
+                    continue
                 self._batch.track_run(tp.topic, tp.partition, records, sum(len(r.value or b"") for r in records))
                 self._batch.archive.extend(records)
             else:
@@ -221,10 +225,11 @@ class SinkService:
 
     def _add_events(self, topic: str, partition: int, records: list[RecordLike]) -> None:
         """A polled run of enriched records of one partition, in offset order: taken as they are when
-        every one is already a clean JSONEachRow line (the normal case), else record by record."""
+        every one is already a clean JSONEachRow line of a contract version this release reads (the normal
+        case), else record by record."""
         values = [r.value for r in records]
         size = single_lines_size(values)
-        if size is not None:
+        if size is not None and readable_run(records):
             self._batch.track_run(topic, partition, records, size)
             self._batch.events.extend(records)
             return
@@ -234,6 +239,13 @@ class SinkService:
     def _add(self, record: RecordLike) -> None:
         batch = self._batch
         batch.track(record)
+        unreadable = contract.version_failure(record.headers)
+        if unreadable is not None:  # written by a newer release: dead-lettered, never stored as ours
+            batch.dead_letters.append(DeadLetter(record, unreadable.reason, unreadable.detail))
+            return
+        if record.topic == self.settings.topic_raw:
+            batch.archive.append(record)
+            return
         if record.topic == self.settings.topic_dimensions:
             batch.dimensions.append(record)
             return
