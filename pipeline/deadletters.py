@@ -1,21 +1,9 @@
 """The dead-letter topic's one writer: a :class:`~pipeline.failures.Failure` and the bytes it concerns
 become one bad-row record, built and sent the same way by every stage.
 
-A bad row (JSON on `whereby.deadletter`, documented in docs/contract.md):
-
-| Field | Meaning |
-|---|---|
-| `schema_version` | the contract version it was written under (`contract.CONTRACT_VERSION`) |
-| `producer` | `<stage>@<package version>` |
-| `stage` | `ingest`, `enrich` or `sink` |
-| `reason` | the failure's bounded code (also the `reason` label of the stages' dead-letter metrics) |
-| `detail` | the human explanation |
-| `event_id` | the Whereby event id, when one could still be read; else null |
-| `source` | `{topic, partition, offset}` of the consumed record (all null for ingest: no record yet) |
-| `failed_at_ms` | when it was written (epoch milliseconds) |
-| `payload`, `payload_encoding` | the original bytes, whole: as text (`utf-8`) when they are UTF-8, else `base64` |
-
-The record is keyed like its source and carries the contract headers (`contract-version`, `producer`).
+The bad row's fields (`schema_version`, `producer`, `stage`, `reason`, `detail`, `event_id`, `source`,
+`failed_at_ms`, `payload`, `payload_encoding`) are documented in docs/contract.md. The record is keyed
+like its source and carries the contract headers (`contract-version`, `producer`).
 Dead-lettering is rare, so this is not on the hot path: one send per bad row.
 """
 

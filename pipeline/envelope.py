@@ -187,13 +187,3 @@ def require_usage_fields(env: Envelope) -> None:
 
 def _non_empty(value: object) -> bool:
     return value.__class__ is str and bool(value)
-
-
-def event_id_of(body: bytes) -> str | None:
-    """The `id` of a body that failed the check, if it has a usable one (for the dead-letter record)."""
-    try:
-        doc: Any = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    value = doc.get("id") if isinstance(doc, dict) else None
-    return value if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH else None
