@@ -9,7 +9,6 @@ import logging
 import sys
 import time
 from collections.abc import Coroutine
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -22,7 +21,7 @@ from enrich.dimtopic import publish, read_dimensions
 from enrich.forget import forget
 from enrich.replay import replay
 from enrich.service import EnrichService
-from pipeline import contract, kafka
+from pipeline import contract, kafka, times
 from pipeline.cli import load_settings, run_async, run_service
 from pipeline.settings import ConfigError, EnrichSettings, Settings
 
@@ -179,14 +178,11 @@ async def delete_dimensions(
 def parse_since(value: str) -> int:
     """`--from` as epoch milliseconds: an ISO-8601 date or date-time, UTC unless it carries an offset."""
     try:
-        when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        return times.instant_ms(value.strip(), assume_utc=True)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{value!r} is not an ISO-8601 time (e.g. 2026-01-01 or 2026-01-01T09:00:00Z)"
         ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return int(when.timestamp() * 1000)
 
 
 class ProgressBar:

@@ -4,11 +4,12 @@ The topic is compacted and has one partition, so reading it from the beginning t
 current state of every customer and user (and every setting, such as `config:user_id_source`), in the
 order the records were written.
 
-A record that fails validation (`pipeline.dimensions.decode`, or a prefix another customer owns) is
-skipped, counted and handed to `on_rejected`, which the service uses to dead-letter it; it never stops
-the load or the follower. Enrich has no committed position on this topic (it rebuilds the table from
-the beginning at every start), so each enrich process reports each invalid record once per start: the
-bad rows carry the record's topic, partition and offset to tell repeats apart. The sink, which reads the
+A record that fails validation (`pipeline.dimensions.decode`, a prefix another customer owns, or a
+`contract-version` newer than this release reads: reason `unsupported_version`) is skipped, counted and
+handed to `on_rejected`, which the service uses to dead-letter it; it never stops the load or the
+follower. Enrich has no committed position on this topic (it rebuilds the table from the beginning at
+every start), so each enrich process reports each invalid record once per start: the bad rows carry the
+record's topic, partition and offset to tell repeats apart. The sink, which reads the
 topic in a consumer group, reports each one once.
 """
 
@@ -33,6 +34,9 @@ DIM_SIZE = Gauge("whereby_enrich_dimension_entries", "Entries in the dimension t
 DIM_VERSION = Gauge("whereby_enrich_dimension_version", "Dimension version (topic position) in use")
 DIM_REJECTED = Counter("whereby_enrich_dimension_rejected_total", "Dimension records rejected as invalid")
 
+
+# Every dimension record is written by the enrich package's commands (`dims`, `forget`) or the stage.
+_HEADERS = contract.version_headers("enrich")
 
 # Called with each rejected record and why (reason: `invalid_dimension`, `dimension_conflict`, `internal_error`).
 RejectHandler = Callable[[ConsumerRecord[bytes, bytes], DimensionError], Awaitable[None]]
@@ -94,6 +98,10 @@ class DimensionFollower:
         rejected: list[tuple[ConsumerRecord[bytes, bytes], DimensionError]] = []
         for records in batches.values():
             for record in records:
+                unreadable = contract.version_failure(record.headers)
+                if unreadable is not None:
+                    rejected.append((record, DimensionError(unreadable.detail, unreadable.reason)))
+                    continue
                 try:
                     self.table.apply(record.key, record.value, record.offset)
                 except DimensionError as exc:
@@ -177,7 +185,8 @@ async def publish(settings: CommonSettings, records: Sequence[tuple[str, bytes |
     await producer.start()
     try:
         futures = [
-            await producer.send(settings.topic_dimensions, value, key=key.encode("utf-8")) for key, value in records
+            await producer.send(settings.topic_dimensions, value, key=key.encode("utf-8"), headers=list(_HEADERS))
+            for key, value in records
         ]
         await asyncio.gather(*futures)
     finally:

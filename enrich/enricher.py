@@ -10,6 +10,7 @@ from enrich.dimensions import EXTERNAL_ID_RE, DimensionTable, User
 from enrich.metadata import parse_metadata
 from pipeline import contract, envelope, erasure, usersource
 from pipeline.contract import EnrichedEvent
+from pipeline.failures import Failure
 
 BOT_ROLES = {"recorder": "recorder", "streamer": "streamer", "captioner": "captioner", "assistant": "assistant"}
 ROLE_CLASSES = ("human", "recorder", "streamer", "captioner", "assistant")
@@ -29,14 +30,8 @@ _MAX_INVALID_EXTERNAL_ID = usersource.MAX_INVALID_EXTERNAL_ID_CHARS
 _EXTERNAL_ID_ONLY = usersource.DEFAULT
 
 
-class BadEvent(Exception):
+class BadEvent(Failure):
     """The raw event cannot be enriched. `reason` is a bounded code for metrics and the dead-letter row."""
-
-    def __init__(self, reason: str, detail: str, event_id: str | None = None) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-        self.event_id = event_id
 
 
 def role_class(role_name: str | None) -> str | None:
@@ -61,18 +56,9 @@ def _envelope(body: bytes) -> envelope.Envelope:
     """The shared envelope check (same rules and reasons as ingest), then enrich's own rule; or BadEvent."""
     try:
         env = envelope.check(body)
+        envelope.require_usage_fields(env)
     except envelope.EnvelopeError as exc:
-        raise BadEvent(exc.reason, exc.detail, envelope.event_id_of(body)) from None
-    # In-room events are useless without the room (and client events without the participant): usage is
-    # keyed on (roomName, participantId). Other and unknown types are kept with whatever they carry.
-    event_type, data = env.event_type, env.data
-    if event_type.startswith("room."):
-        if env.room_name is None:
-            raise BadEvent("missing_field", f"`data.roomName` is required for {event_type}", env.event_id)
-        if event_type.startswith("room.client.") and (
-            not isinstance(data.get("participantId"), str) or not data["participantId"]
-        ):
-            raise BadEvent("missing_field", f"`data.participantId` is required for {event_type}", env.event_id)
+        raise BadEvent(exc.reason, exc.detail, exc.event_id) from None
     return env
 
 
@@ -91,6 +77,7 @@ def enrich(
         dims,
         now_ms,
         display_names,
+        headers.get(contract.HEADER_CONTRACT_VERSION),
     )
 
 
@@ -101,18 +88,21 @@ def enrich_record(
     dims: DimensionTable,
     now_ms: int,
     display_names: bool = True,
+    version: bytes | str | None = None,
 ) -> tuple[bytes, str, str, str]:
     """The stage's hot path: (enriched JSON, customer resolution, user resolution, room name) of one raw
-    record, given the raw `received-at-ms` and `event-source` header values as they came off the wire.
+    record, given the raw `received-at-ms`, `event-source` and `contract-version` header values as they
+    came off the wire.
 
     Same rules and output as `enrich`, without decoding every header or handing a dict back.
     """
-    event = _enrich(body, received_at_ms, source, dims, now_ms, display_names)
+    event = _enrich(body, received_at_ms, source, dims, now_ms, display_names, version)
     return _dumps(event), event["customer_resolution"], event["user_resolution"], event["room_name"]
 
 
 _INSIGHTS = (contract.SOURCE_INSIGHTS, contract.SOURCE_INSIGHTS.encode())
 _PRODUCER = contract.producer("enrich")
+_READABLE_VERSIONS = contract.READABLE_VERSIONS
 
 
 def _source(value: bytes | str | None) -> str:
@@ -130,7 +120,11 @@ def _enrich(
     dims: DimensionTable,
     now_ms: int,
     display_names: bool,
+    version: bytes | str | None = None,
 ) -> EnrichedEvent:
+    if version is not None and version not in _READABLE_VERSIONS:
+        # Written by a newer release: its meaning may have changed, so it is not read as ours.
+        raise BadEvent(contract.UNSUPPORTED_VERSION, contract.unsupported_version(version).detail)
     env = _envelope(body)
     doc, data, event_id, event_type, created_at_ms = env.doc, env.data, env.event_id, env.event_type, env.created_at_ms
     get = data.get

@@ -211,13 +211,19 @@ async def _replay_archive(
             event = _enrich_one(summary, row.body, headers, table, now, settings.store_display_names)
             if event is not None:
                 key = row.room_name.encode() if row.room_name else event["room_name"].encode()
-                deliveries.append(await producer.send(settings.topic_enriched, orjson.dumps(event), key=key))
+                deliveries.append(await _send_enriched(producer, settings, event, key))
         await asyncio.gather(*deliveries)
         if progress:
             # Progress through the archive is measured in time: how far the pages have come.
             span = max(1, until_ms - since_ms)
             progress(int((page[-1].received_at_ms - since_ms) / span * 1000), 1000)
     return read
+
+
+async def _send_enriched(producer: Any, settings: Settings, event: EnrichedEvent, key: bytes) -> Any:
+    """Hand one re-enriched event to the producer as the live stage writes it (same contract headers)."""
+    headers = list(contract.ENRICHED_VERSION_HEADERS)
+    return await producer.send(settings.topic_enriched, orjson.dumps(event), key=key, headers=headers)
 
 
 def _enrich_one(
@@ -286,7 +292,7 @@ async def _replay_topic(
                 if event is None:
                     continue
                 key = record.key if record.key is not None else event["room_name"].encode()
-                deliveries.append(await producer.send(settings.topic_enriched, orjson.dumps(event), key=key))
+                deliveries.append(await _send_enriched(producer, settings, event, key))
             done[tp] = min(end[tp], records[-1].offset + 1)
             if done[tp] >= end[tp]:
                 pending.discard(tp)

@@ -12,7 +12,8 @@ exactly the partition that hashing the key would pick: per-room order carries th
 keyed by roomName (for compaction and for consumers that look at keys), and the stage skips hashing
 every key (aiokafka's murmur2 is pure Python and was a fifth of the stage's time). When the counts
 differ (e.g. partitions were added to one topic only) or a raw record has no key, the output partition
-comes from the key with the default partitioner's hash, cached per key, as `send(key=...)` would pick.
+comes from the key with the default partitioner's hash (`pipeline.partitioning`, cached per key), as
+`send(key=...)` would pick.
 
 Rebalances: the batch in hand holds a lock that the revocation callback waits for, so partitions are
 handed over only after the batch's records are acknowledged and its offsets committed. If the group
@@ -33,15 +34,15 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
-from aiokafka.partitioner import murmur2
 from prometheus_client import Counter, Histogram
 
 from enrich import config
 from enrich.dimensions import DimensionError, DimensionTable
 from enrich.dimtopic import DimensionFollower, record_user_id_source
 from enrich.enricher import CUSTOMER_RESOLUTIONS, USER_RESOLUTIONS, BadEvent, enrich_record
-from pipeline import contract, kafka, kafkaerrors, lag, rebalance, replicas
+from pipeline import contract, deadletters, kafka, kafkaerrors, lag, rebalance, replicas
 from pipeline.backoff import Backoff
+from pipeline.partitioning import partition_for
 from pipeline.settings import EnrichSettings
 from pipeline.stage import Background, ConsumerStage
 
@@ -73,8 +74,6 @@ MAX_POLL_RECORDS = 2000
 # Waits between retries of a batch the broker did not acknowledge: from half a second, up to 30 s.
 RETRY_BASE_S = 0.5
 RETRY_CAP_S = 30.0
-# Output partitions of hashed keys, remembered per key (a room sends many events); bounded.
-PARTITION_CACHE_SIZE = 100_000
 
 # Touch every label once so the series exist (at zero) before the first event, for dashboards and alerts.
 for _outcome in ("enriched", "deadletter"):
@@ -85,16 +84,19 @@ for _result in USER_RESOLUTIONS:
     RESOLUTION.labels("user", _result)
 
 
-def _received_at_and_source(headers: Sequence[tuple[str, bytes]]) -> tuple[bytes | None, bytes | None]:
-    """The two raw-record headers enrichment reads (received-at, event-source), undecoded; decoding them
-    all costs. A webhook carries no event-source header (ingest writes three headers, backfill four)."""
-    received = source = None
+def _raw_headers(headers: Sequence[tuple[str, bytes]]) -> tuple[bytes | None, bytes | None, bytes | None]:
+    """The three raw-record headers enrichment reads (received-at, event-source, contract-version),
+    undecoded; decoding them all costs. A webhook carries no event-source header, a record of the release
+    before no contract-version."""
+    received = source = version = None
     for name, value in headers:
         if name == contract.HEADER_RECEIVED_AT_MS:
             received = value
         elif name == contract.HEADER_EVENT_SOURCE:
             source = value
-    return received, source
+        elif name == contract.HEADER_CONTRACT_VERSION:
+            version = value
+    return received, source, version
 
 
 class _FinishBatchOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -123,7 +125,6 @@ class EnrichService(ConsumerStage[EnrichSettings]):
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._batch_lock = asyncio.Lock()
-        self._partition_of_key: dict[bytes, int] = {}
         self._hashed_partitions: tuple[int, ...] = ()
         self._backoff = Backoff(base_s=RETRY_BASE_S, cap_s=RETRY_CAP_S)
 
@@ -243,6 +244,8 @@ class EnrichService(ConsumerStage[EnrichSettings]):
         now = contract.now_ms()
         copartitioned = await self._copartitioned_count()
         display_names = self.settings.store_display_names
+        # One list for every record (aiokafka's C builder wants a list; it encodes the headers at once).
+        headers = list(contract.ENRICHED_VERSION_HEADERS)
         builders: dict[int, Any] = {}  # output partition -> open aiokafka BatchBuilder
         new_batch = producer.create_batch
         count = 0
@@ -250,8 +253,9 @@ class EnrichService(ConsumerStage[EnrichSettings]):
             same = tp.partition if tp.partition < copartitioned else None
             for record in records:
                 try:
+                    received, source, version = _raw_headers(record.headers)
                     value, customer, user, room = enrich_record(
-                        record.value or b"", *_received_at_and_source(record.headers), table, now, display_names
+                        record.value or b"", received, source, table, now, display_names, version
                     )
                 except BadEvent as exc:
                     deliveries.append(await self._dead_letter(tp, record, exc))
@@ -272,15 +276,15 @@ class EnrichService(ConsumerStage[EnrichSettings]):
                 key = record.key
                 if key is None:
                     key = room.encode()
-                    partition = self._hashed_partition(key)
+                    partition = partition_for(key, self._hashed_partitions)
                 else:
-                    partition = self._hashed_partition(key) if same is None else same
+                    partition = partition_for(key, self._hashed_partitions) if same is None else same
                 builder = builders.get(partition)
-                if builder is None or builder.append(timestamp=None, key=key, value=value) is None:
+                if builder is None or builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
                     if builder is not None:  # full: hand it over, start the next one
                         deliveries.append(await self._submit(builder, enriched_topic, partition))
                     builder = builders[partition] = new_batch()
-                    builder.append(timestamp=None, key=key, value=value)  # a batch always takes its first
+                    builder.append(timestamp=None, key=key, value=value, headers=headers)  # a batch takes its first
             count += len(records)
         for partition, builder in builders.items():
             deliveries.append(await self._submit(builder, enriched_topic, partition))
@@ -298,18 +302,7 @@ class EnrichService(ConsumerStage[EnrichSettings]):
     ) -> asyncio.Future[Any]:
         """Send one bad row (with the record's source position) keyed like its source; rare, so one send each."""
         assert self._producer is not None
-        row = contract.bad_row(
-            stage="enrich",
-            reason=exc.reason,
-            detail=exc.detail,
-            payload=record.value,
-            source_topic=tp.topic,
-            source_partition=tp.partition,
-            source_offset=record.offset,
-            event_id=exc.event_id,
-        )
-        future: asyncio.Future[Any] = await self._producer.send(self.settings.topic_deadletter, row, key=record.key)
-        return future
+        return await deadletters.send(self._producer, self.settings.topic_deadletter, self.name, exc, record)
 
     async def _dead_letter_dimension(self, record: ConsumerRecord[bytes, bytes], exc: DimensionError) -> None:
         """Dead-letter a dimension record the table refused, and wait for the acknowledgement.
@@ -318,17 +311,8 @@ class EnrichService(ConsumerStage[EnrichSettings]):
         sink dead-letters the same invalid record from its committed position.
         """
         assert self._producer is not None
-        row = contract.bad_row(
-            stage="enrich",
-            reason=exc.reason,
-            detail=str(exc),
-            payload=record.value,
-            source_topic=record.topic,
-            source_partition=record.partition,
-            source_offset=record.offset,
-        )
         try:
-            await (await self._producer.send(self.settings.topic_deadletter, row, key=record.key))
+            await (await deadletters.send(self._producer, self.settings.topic_deadletter, self.name, exc, record))
         except KafkaError as error:
             log.error(
                 "rejected dimension record not dead-lettered",
@@ -349,25 +333,8 @@ class EnrichService(ConsumerStage[EnrichSettings]):
         out: set[int] = cluster.partitions_for_topic(
             self.settings.topic_enriched
         ) or await self._producer.partitions_for(self.settings.topic_enriched)
-        partitions = tuple(sorted(out))
-        if partitions != self._hashed_partitions:  # changed: cached hashes are stale
-            self._hashed_partitions = partitions
-            self._partition_of_key.clear()
+        self._hashed_partitions = tuple(sorted(out))
         return len(out) if raw == out else 0
-
-    def _hashed_partition(self, key: bytes) -> int:
-        """The partition Kafka's default partitioner picks for `key` (murmur2), remembered per key."""
-        try:
-            return self._partition_of_key[key]
-        except KeyError:
-            pass
-        partitions = self._hashed_partitions
-        index: int = murmur2(key) & 0x7FFFFFFF
-        partition = partitions[index % len(partitions)]
-        if len(self._partition_of_key) >= PARTITION_CACHE_SIZE:
-            self._partition_of_key.clear()
-        self._partition_of_key[key] = partition
-        return partition
 
     async def _rewind(
         self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], error: BaseException

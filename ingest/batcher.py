@@ -20,35 +20,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import random
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import murmur2
 
-# Room names repeat for every event of a meeting, so the (pure-Python) hash is worth caching.
-_hash = functools.lru_cache(maxsize=16384)(murmur2)
-
-
-class StoreError(Exception):
-    """A record was not acknowledged. `reason` is a bounded code: produce_timeout or produce_failed."""
-
-    def __init__(self, reason: str, cause: str) -> None:
-        super().__init__(f"{reason}: {cause}")
-        self.reason = reason
-        self.cause = cause
+from pipeline.failures import Failure
+from pipeline.partitioning import partition_for
 
 
-def partition_for(key: bytes | None, partitions: Sequence[int]) -> int:
-    """The partition Kafka's default partitioner picks for `key` (murmur2, as the Java client does),
-    so records keep per-room order and land where any other client would put them; random without a key."""
-    if key is None:
-        return random.choice(partitions)
-    index: int = _hash(key) & 0x7FFFFFFF
-    return partitions[index % len(partitions)]
+class StoreError(Failure):
+    """A record was not acknowledged (the request answers 503). `reason` is a bounded code,
+    produce_timeout or produce_failed; `detail` the cause (an exception class name)."""
 
 
 class _Batch:

@@ -3,7 +3,7 @@ and reason codes enrich applies) plus the bounded event-type label of ingest's m
 
 from __future__ import annotations
 
-from pipeline.envelope import MAX_ID_LENGTH, Envelope, EnvelopeError, event_id_of, is_date_time
+from pipeline.envelope import MAX_ID_LENGTH, Envelope, EnvelopeError, is_date_time
 from pipeline.envelope import check as parse
 
 __all__ = [
@@ -12,7 +12,6 @@ __all__ = [
     "OTHER_EVENT_TYPE",
     "Envelope",
     "EnvelopeError",
-    "event_id_of",
     "is_date_time",
     "parse",
     "type_label",

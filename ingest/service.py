@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaProducer
 from ingest import admission, answers, config, envelope, metrics, openapi, readiness, signature
 from ingest.answers import Answer
 from ingest.batcher import Batcher, StoreError, partitions_of
-from pipeline import contract, kafka
+from pipeline import contract, deadletters, kafka
 from pipeline.settings import ConfigError, IngestSettings
 from pipeline.stage import Stage
 
@@ -244,8 +244,8 @@ class IngestService(Stage[IngestSettings]):
         self, batcher: Batcher, body: bytes, exc: envelope.EnvelopeError, stamp: list[tuple[str, bytes]]
     ) -> Answer:
         """A signed but malformed body: keep it on the dead-letter topic, then answer 400 (503 if we could not)."""
-        event_id = envelope.event_id_of(body)
-        row = contract.bad_row(stage="ingest", reason=exc.reason, detail=exc.detail, payload=body, event_id=event_id)
+        event_id = exc.event_id
+        row = deadletters.bad_row(self.name, exc, body)
         failure = await _store(batcher, "deadletter", row, None, stamp)
         if failure is not None:
             log.warning("malformed event not dead-lettered", extra={"event_id": event_id, "reason": failure})

@@ -15,18 +15,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pipeline.failures import Failure
+
 _V1 = re.compile(r"[0-9a-f]{64}")
 # The header exactly as Whereby sends it: parsed by one match; anything else takes the general parser.
 _COMMON = re.compile(r"t=([0-9]{1,12}),v1=([0-9a-f]{64})")
 
 
-class SignatureError(Exception):
-    """Why a signature was rejected. `reason` is a bounded code; the message never reveals expected values."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
+class SignatureError(Failure):
+    """Why a signature was rejected (answered 401, never dead-lettered: an unsigned body is not ours to
+    keep). `reason` is a bounded code; the detail never reveals expected values."""
 
 
 @dataclass(frozen=True)

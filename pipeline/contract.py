@@ -1,30 +1,23 @@
-"""The Kafka contract between the stages: topic names, record headers, the dead-letter shape and the
-enriched event. Changing anything here is a change for every stage, so it lives in one place.
+"""The Kafka contract between the stages: topic names, record headers, versions and the enriched event.
+Changing anything here is a change for every stage, so it lives in one place; docs/contract.md is its
+reference (topics, keys, headers, the enriched record, the bad row, the upgrade order).
 
-| Topic | Key | Value | Version carried in |
-|---|---|---|---|
-| whereby.webhooks.raw | roomName | body bytes as received (signed) | headers `contract-version`, `producer` |
-| whereby.events.enriched | roomName | JSON enriched event (`EnrichedEvent`) | fields `contract_version`, `producer` |
-| whereby.dimensions | customer:, user:, config:, erase: <id> | JSON record or tombstone | (self-describing) |
-| whereby.deadletter | source key | JSON bad row (see `bad_row`) | fields `schema_version`, `producer` |
-| whereby.reconciliation | roomSessionId | JSON reconciliation result (`ReconciliationRecord`) | field `schema` |
-
-Versions: `CONTRACT_VERSION` is 2 since the connection-interval release; records of the release before
-(version 1) carry no version at all, and every reader accepts them: each field added since is optional
-(`NotRequired`) with a documented default. `producer` is `<stage>@<package version>`. A reader meeting
-a version above its own still reads what it knows and ignores the rest (additions only, never a
-changed meaning: a change of meaning needs a new topic).
+Versions: every record a stage writes carries the headers `contract-version` (CONTRACT_VERSION, 2 since
+the connection-interval release) and `producer` (`<stage>@<package version>`): :func:`version_headers`.
+Records of the release before (version 1) carry no header, and every reader accepts them: each field
+added since is optional (`NotRequired`) with a documented default. A reader meeting a version above its
+own (or a header that is no version) cannot know what changed, so it dead-letters the record with
+reason `unsupported_version` and goes on (:func:`version_failure`): upgrade readers before writers.
 """
 
 from __future__ import annotations
 
-import base64
 import importlib.metadata
 import time
 from collections.abc import Sequence
 from typing import Any, NotRequired, TypedDict
 
-import orjson
+from pipeline.failures import Failure
 
 # 1: the first release (no version on any record); 2: source/user_name/contract fields, bad-row versions.
 CONTRACT_VERSION = 2
@@ -58,11 +51,46 @@ def producer(stage: str) -> str:
     return f"{stage}@{PACKAGE_VERSION}"
 
 
+def version_headers(stage: str) -> tuple[tuple[str, bytes], ...]:
+    """The contract headers every record a stage writes carries: `contract-version`, `producer`."""
+    return ((HEADER_CONTRACT_VERSION, str(CONTRACT_VERSION).encode()), (HEADER_PRODUCER, producer(stage).encode()))
+
+
 # Every raw record ingest writes carries these (built once: the hot path only appends them).
-RAW_VERSION_HEADERS: tuple[tuple[str, bytes], ...] = (
-    (HEADER_CONTRACT_VERSION, str(CONTRACT_VERSION).encode()),
-    (HEADER_PRODUCER, producer("ingest").encode()),
-)
+RAW_VERSION_HEADERS = version_headers("ingest")
+# Every enriched record enrich (or replay) writes carries these.
+ENRICHED_VERSION_HEADERS = version_headers("enrich")
+
+# The `contract-version` values this release reads, as header bytes and as decoded text: every version up
+# to its own. A record without the header is version 1 (the release before headers) and is read too.
+UNSUPPORTED_VERSION = "unsupported_version"
+READABLE_VERSIONS = frozenset(form for v in range(1, CONTRACT_VERSION + 1) for form in (str(v), str(v).encode()))
+
+
+def readable_version(value: bytes | str | None) -> bool:
+    """Whether this release can read a record whose `contract-version` header is `value` (None: absent,
+    version 1). A newer version, or a value that is no version at all, cannot be read: what it changed
+    is unknown here, so reading it as ours could store it wrong."""
+    return value is None or value in READABLE_VERSIONS
+
+
+def unsupported_version(value: bytes | str) -> Failure:
+    """The failure (reason `unsupported_version`) a reader dead-letters an unreadable record with."""
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    return Failure(
+        UNSUPPORTED_VERSION,
+        f"contract-version {text[:20]!r} is not one this reader knows (up to {CONTRACT_VERSION}): "
+        "upgrade readers before writers",
+    )
+
+
+def version_failure(headers: Sequence[tuple[str, bytes]] | None) -> Failure | None:
+    """None when this release can read a record with `headers`, else its `unsupported_version` failure."""
+    for name, value in headers or ():
+        if name == HEADER_CONTRACT_VERSION:
+            return None if value in READABLE_VERSIONS else unsupported_version(value)
+    return None
+
 
 # One result of `whereby-pipeline reconcile` per room session and run, on `whereby.reconciliation`; the sink
 # stores them in the `reconciliation` table. Bump the schema when a field changes meaning or goes away.
@@ -197,15 +225,19 @@ def raw_record(
     received_at_ms: int,
     source: str | None = None,
     instance: bytes | None = None,
+    stage: str = "reconcile",
 ) -> tuple[bytes | None, list[tuple[str, bytes]]]:
     """(key, headers) of one event on the raw topic: key = roomName (per-room order), the contract headers.
 
-    `source` sets HEADER_EVENT_SOURCE (absent for Whereby's own webhooks); `instance` names the writer.
+    `source` sets HEADER_EVENT_SOURCE (absent for Whereby's own webhooks); `instance` names the writer's
+    process and `stage` its program (the `producer` header). Ingest builds the same headers inline (its
+    hot path); `tests/unit/test_reconcile_settings.py` holds the two to the same set.
     """
     headers = [
         (HEADER_EVENT_ID, event_id.encode()),
         (HEADER_EVENT_TYPE, event_type.encode()),
         (HEADER_RECEIVED_AT_MS, str(received_at_ms).encode()),
+        *version_headers(stage),
     ]
     if instance is not None:
         headers.append((HEADER_INGRESS_INSTANCE, instance))
@@ -222,51 +254,3 @@ def now_ms() -> int:
 def headers_dict(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:
     """Kafka record headers as a str -> str dict (undecodable values are replaced, never raised on)."""
     return {k: v.decode("utf-8", "replace") for k, v in (headers or ())}
-
-
-def bad_row(
-    *,
-    stage: str,
-    reason: str,
-    detail: str,
-    payload: bytes | None,
-    source_topic: str | None = None,
-    source_partition: int | None = None,
-    source_offset: int | None = None,
-    event_id: str | None = None,
-) -> bytes:
-    """Serialise one dead-letter record.
-
-    `reason` is a short, bounded code (it becomes a metric label); `detail` is the human explanation.
-    The original bytes are kept whole so the event can be repaired and replayed: as text when they are
-    UTF-8, base64 otherwise.
-    """
-    record: dict[str, Any] = {
-        "schema_version": CONTRACT_VERSION,
-        "producer": producer(stage),
-        "stage": stage,
-        "reason": reason,
-        "detail": detail,
-        "event_id": event_id,
-        "source": {"topic": source_topic, "partition": source_partition, "offset": source_offset},
-        "failed_at_ms": now_ms(),
-    }
-    if payload is None:
-        record["payload"], record["payload_encoding"] = None, None
-    else:
-        try:
-            record["payload"], record["payload_encoding"] = payload.decode("utf-8"), "utf-8"
-        except UnicodeDecodeError:
-            record["payload"] = base64.b64encode(payload).decode("ascii")
-            record["payload_encoding"] = "base64"
-    return orjson.dumps(record)
-
-
-def bad_row_payload(record: dict[str, Any]) -> bytes | None:
-    """The original bytes of a decoded dead-letter record (inverse of the encoding in `bad_row`)."""
-    payload = record.get("payload")
-    if payload is None:
-        return None
-    if record.get("payload_encoding") == "base64":
-        return base64.b64decode(payload)
-    return str(payload).encode("utf-8")

@@ -45,6 +45,7 @@ from typing import Any
 import orjson
 
 from pipeline import contract, erasure, usersource
+from pipeline.failures import Failure
 
 PREFIX_RE = re.compile(r"^[a-z0-9-]{1,39}$")
 EXTERNAL_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,36}$")
@@ -67,14 +68,13 @@ NO_ATTRIBUTES: Mapping[str, str] = MappingProxyType({})
 _CONTROL_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
 
 
-class DimensionError(ValueError):
+class DimensionError(Failure, ValueError):
     """A dimension record is invalid. The message says which field and why; `reason` is a bounded code
     for metrics and the dead-letter row (`invalid_dimension`, or `dimension_conflict` for a prefix that
     another customer owns, which only the dimension table can tell)."""
 
     def __init__(self, message: str, reason: str = "invalid_dimension") -> None:
-        super().__init__(message)
-        self.reason = reason
+        super().__init__(reason, message)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,9 @@ raw record by the same rules with the same reason codes. The rules, decided once
 
 Checks run in that order and the first failure is reported, so an error names one field. Only what
 the pipeline needs is checked; extra fields pass through, since the raw topic keeps the body exactly
-as received. Enrich adds its own rule on top (in-room events need `data.roomName`, client events
-`data.participantId`: reason `missing_field`); ingest stores such events, since the raw topic keeps
-everything signed.
+as received. Enrich adds one rule on top, :func:`require_usage_fields` (in-room events need
+`data.roomName`, client events `data.participantId`: reason `missing_field`); ingest stores such events,
+since the raw topic keeps everything signed and a 400 would make Whereby drop what a later fix could use.
 
 A missing offset is refused rather than read as UTC: a date-time without one is not what Whereby
 sends, and guessing its zone would move usage between days.
@@ -27,31 +27,19 @@ Whereby's own `createdAt` shape takes a fast path (one cached calendar parse per
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import orjson
+
+from pipeline import times
+from pipeline.failures import Failure
 
 # Whereby's ids are 64 hex characters and its types short dotted names. The bound is generous; it only
 # keeps arbitrarily long strings out of Kafka headers and ClickHouse keys.
 MAX_ID_LENGTH = 256
 
-# The shape Whereby sends (`2023-10-31T13:09:44.373Z`), and every other ISO-8601 date-time with an
-# offset. Python's fromisoformat alone would also take a bare date, a zone-less time or a week date.
-_COMMON_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z", re.ASCII)
-_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?([Zz]|[+-]\d{2}:?\d{2})", re.ASCII)
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_EPOCH_NAIVE = datetime(1970, 1, 1)
-_MS = timedelta(milliseconds=1)
-# `YYYY-MM-DDTHH:MM:SS` of Whereby's shape → epoch milliseconds. Events arrive roughly in time order, so
-# most share a second with an earlier one. Only prefixes of texts that passed the full check are cached.
-_SECONDS: dict[str, int] = {}
-_SECONDS_CACHE_SIZE = 4096
-
-
-class EnvelopeError(Exception):
+class EnvelopeError(Failure):
     """The body is not a usable Whereby envelope.
 
     `field` names the envelope field at fault (None when the body as a whole is); `reason` is a short,
@@ -59,10 +47,8 @@ class EnvelopeError(Exception):
     """
 
     def __init__(self, field: str | None, detail: str, reason: str | None = None) -> None:
-        super().__init__(detail)
+        super().__init__(reason or (f"invalid_{field}" if field else "invalid_body"), detail)
         self.field = field
-        self.detail = detail
-        self.reason = reason or (f"invalid_{field}" if field else "invalid_body")
 
 
 class Envelope(NamedTuple):
@@ -77,28 +63,10 @@ class Envelope(NamedTuple):
     data: dict[str, Any]
 
 
-def created_at_ms(value: object) -> int:
-    """An ISO-8601 date-time with an offset as integer epoch milliseconds (UTC); ValueError for anything
-    else, including a date-time without an offset or one that names no real instant (month 13, hour 25)."""
-    if value.__class__ is not str:
-        raise ValueError("not a string")
-    text: str = value  # type: ignore[assignment]
-    if len(text) == 24 and text[19] == "." and text[23] == "Z":
-        millis = text[20:23]
-        second = _SECONDS.get(text[:19])
-        if second is not None and millis.isascii() and millis.isdigit():
-            return second + int(millis)
-        if _COMMON_DATE_TIME.fullmatch(text):
-            second = (datetime.fromisoformat(text[:19]) - _EPOCH_NAIVE) // _MS  # ValueError: not in the calendar
-            if len(_SECONDS) >= _SECONDS_CACHE_SIZE:
-                _SECONDS.clear()
-            _SECONDS[text[:19]] = second
-            return second + int(millis)
-    if not _DATE_TIME.fullmatch(text):
-        raise ValueError("not an ISO-8601 date-time with an offset")
-    when = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))  # ValueError: not in the calendar
-    # timedelta floor division is exact; float timestamps can be off by one millisecond.
-    return (when - _EPOCH) // _MS
+# An ISO-8601 date-time with an offset (`Z` or `±hh:mm`) as integer epoch milliseconds (UTC); ValueError for
+# anything else, including a date-time without an offset or one that names no real instant: the strict
+# rule of the shared parser (bound, not wrapped: it runs for every event).
+created_at_ms = times.instant_ms
 
 
 def is_date_time(value: object) -> bool:
@@ -177,26 +145,45 @@ _new_envelope = tuple.__new__
 
 
 def _first_error(doc: dict[str, Any]) -> EnvelopeError:
-    """The error of the first field, in the documented order, that breaks its rule (one does)."""
+    """The error of the first field, in the documented order, that breaks its rule (one does), carrying
+    the body's `id` when that one is usable (for the dead-letter record)."""
     try:
         _string_field(doc, "id")
         _string_field(doc, "type")
         if "createdAt" not in doc:
-            return EnvelopeError("createdAt", "`createdAt` is missing")
-        if not is_date_time(doc["createdAt"]):
-            return EnvelopeError("createdAt", "`createdAt` must be an ISO-8601 date-time with an offset")
-        if "data" not in doc:
-            return EnvelopeError("data", "`data` is missing")
-        return EnvelopeError("data", f"`data` must be a JSON object, got {json_type(doc['data'])}")
+            error = EnvelopeError("createdAt", "`createdAt` is missing")
+        elif not is_date_time(doc["createdAt"]):
+            error = EnvelopeError("createdAt", "`createdAt` must be an ISO-8601 date-time with an offset")
+        elif "data" not in doc:
+            error = EnvelopeError("data", "`data` is missing")
+        else:
+            error = EnvelopeError("data", f"`data` must be a JSON object, got {json_type(doc['data'])}")
     except EnvelopeError as exc:
-        return exc
+        error = exc
+    value = doc.get("id")
+    if value.__class__ is str and 0 < len(value) <= MAX_ID_LENGTH:
+        error.event_id = value
+    return error
 
 
-def event_id_of(body: bytes) -> str | None:
-    """The `id` of a body that failed the check, if it has a usable one (for the dead-letter record)."""
-    try:
-        doc: Any = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    value = doc.get("id") if isinstance(doc, dict) else None
-    return value if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH else None
+def require_usage_fields(env: Envelope) -> None:
+    """Enrich's rule on top of :func:`check`: usage is keyed on (roomName, participantId), so an in-room
+    event needs its room and a client event its participant; EnvelopeError `missing_field` otherwise.
+    Other and unknown types are kept with whatever they carry."""
+    event_type = env.event_type
+    if not event_type.startswith("room."):
+        return
+    if env.room_name is None:
+        error = EnvelopeError("data.roomName", f"`data.roomName` is required for {event_type}", "missing_field")
+    elif event_type.startswith("room.client.") and not _non_empty(env.data.get("participantId")):
+        error = EnvelopeError(
+            "data.participantId", f"`data.participantId` is required for {event_type}", "missing_field"
+        )
+    else:
+        return
+    error.event_id = env.event_id
+    raise error
+
+
+def _non_empty(value: object) -> bool:
+    return value.__class__ is str and bool(value)

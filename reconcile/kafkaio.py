@@ -38,7 +38,8 @@ async def read_registry(settings: Settings, *, timeout_s: float = 60.0) -> Regis
             while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
                 for records in (await consumer.getmany(timeout_ms=500)).values():
                     for record in records:
-                        registry.apply(record.key, record.value)
+                        if contract.version_failure(record.headers) is None:  # newer releases' records: unread
+                            registry.apply(record.key, record.value)
     except TimeoutError:
         raise ConfigError(
             f"could not read the dimensions topic {settings.topic_dimensions!r} to its end within {timeout_s:.0f}s"
@@ -90,8 +91,9 @@ class Publisher:
     async def send_results(self, report: Report) -> None:
         """The run's per-session results onto the reconciliation topic (key: roomSessionId)."""
         assert self._producer is not None, "use Publisher as `async with`"
+        headers = contract.version_headers("reconcile")
         sends = [
-            await self._producer.send(self.settings.topic_reconciliation, value, key=key)
+            await self._producer.send(self.settings.topic_reconciliation, value, key=key, headers=list(headers))
             for key, value in results.records(report)
         ]
         await asyncio.gather(*sends)

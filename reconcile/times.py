@@ -1,17 +1,19 @@
 """Instants and durations as reconcile reads and writes them. Pure.
 
 Everything inside is integer epoch milliseconds (UTC), the unit of the whole contract. Text comes in as
-ISO-8601 from the command line and from Whereby's API, and goes out in Whereby's own form
-(`2026-01-01T00:00:00.412Z`), the form the synthesized webhook bodies must carry.
+ISO-8601 from the command line and from Whereby's API (read by the shared :mod:`pipeline.times`), and
+goes out in Whereby's own form (`2026-01-01T00:00:00.412Z`), the form the synthesized webhook bodies must
+carry.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
+
+from pipeline import times
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
 # Anything outside 2000..2200 from an API is garbage, not a meeting (the store refuses it too).
 API_MIN_MS = 946_684_800_000
 API_MAX_MS = 7_258_118_400_000
@@ -19,23 +21,13 @@ _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 _MAX_TEXT = 64  # an ISO date-time is ~30 characters; longer text is not one
 
 
-def _to_ms(moment: datetime) -> int:
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)  # no offset given: UTC, never the host's local time
-    return (moment - _EPOCH) // _MS
-
-
 def parse_instant(name: str, raw: str) -> int:
     """An ISO date (`2026-01-01`, midnight UTC) or date-time (UTC unless it has an offset), in epoch ms.
 
     Raises ValueError with a message for the operator that names the option.
     """
-    text = raw.strip()
     try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            return _to_ms(datetime(day.year, day.month, day.day, tzinfo=UTC))
-        return _to_ms(datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00")))
+        return times.instant_ms(raw.strip(), assume_utc=True)
     except ValueError:
         raise ValueError(
             f"{name} must be an ISO date (2026-01-31) or date-time (2026-01-31T12:00:00Z), got {raw!r}"
@@ -47,11 +39,8 @@ def parse_api_time(value: object) -> int | None:
     out of range): a field the API sends loosely must never crash a run."""
     if not isinstance(value, str) or not value or len(value) > _MAX_TEXT:
         return None
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
     try:
-        ms = _to_ms(datetime.fromisoformat(text))
+        ms = times.instant_ms(value.strip(), assume_utc=True)
     except (ValueError, OverflowError):
         return None
     return ms if API_MIN_MS <= ms <= API_MAX_MS else None

@@ -14,23 +14,16 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Protocol
 
+from pipeline.deadletters import SourceRecord
+
 TopicPartitionKey = tuple[str, int]
 
 
-class RecordLike(Protocol):
-    """What the sink reads of a consumed record: a :class:`Record`, or aiokafka's ConsumerRecord as it
-    comes (the hot path keeps those rather than copying each into a Record)."""
+class RecordLike(SourceRecord, Protocol):
+    """What the sink reads of a consumed record (topic, partition, offset, key, value and these): a
+    :class:`Record`, or aiokafka's ConsumerRecord as it comes (the hot path keeps those rather than
+    copying each into a Record)."""
 
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
     @property
     def timestamp(self) -> int: ...
     @property

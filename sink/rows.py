@@ -17,6 +17,7 @@ import orjson
 
 from pipeline import contract
 from pipeline.dimensions import Customer, DimensionError, Erasure, Tombstone, User, decode
+from pipeline.failures import Failure
 from sink.batch import RecordLike
 
 CUSTOMER_COLUMNS = ("customer_id", "name", "room_name_prefixes", "attributes", "deleted", "version")
@@ -25,13 +26,8 @@ CUSTOMERS_TABLE = "dim_customers"
 USERS_TABLE = "dim_users"
 
 
-class BadRow(Exception):
+class BadRow(Failure):
     """The record cannot become a row; `reason` is a bounded code (a metric label)."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
 
 
 def event_line(value: bytes | None) -> bytes:
@@ -64,6 +60,18 @@ def single_lines_size(values: Sequence[bytes | None]) -> int | None:
     if joined.count(b"\n") != len(lines) - 1 or b"\r" in joined:
         return None
     return len(joined) - len(lines) + 1
+
+
+def readable_run(records: Sequence[RecordLike]) -> bool:
+    """True when this release reads every record of a polled run: none carries a `contract-version` it
+    does not know (records without one are version 1, read too). One pass over the headers, no decoding:
+    a record that fails is then handled alone (:func:`pipeline.contract.version_failure`, dead-lettered)."""
+    readable, version = contract.READABLE_VERSIONS, contract.HEADER_CONTRACT_VERSION
+    for record in records:
+        for name, value in record.headers:
+            if name == version and value not in readable:
+                return False
+    return True
 
 
 def dimension_row(key: bytes | None, value: bytes | None, offset: int) -> tuple[str, list[Any]] | None:

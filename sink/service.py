@@ -37,9 +37,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from clickhouse_connect.driver.client import Client
 
-from pipeline import contract, kafka, kafkaerrors, lag, rebalance, replicas
+from pipeline import contract, deadletters, kafka, kafkaerrors, lag, rebalance, replicas
 from pipeline.backoff import Backoff
 from pipeline.erasure import ErasureSet
+from pipeline.failures import Failure
 from pipeline.settings import SinkSettings
 from pipeline.stage import Background, ConsumerStage
 from sink import config, metrics, retention, store
@@ -48,7 +49,7 @@ from sink.derive import Deriver
 from sink.erasures import ErasureFollower
 from sink.errors import backoff_delay
 from sink.read import drift, readapi, sqlhttp
-from sink.rows import BadRow, event_line, single_lines_size
+from sink.rows import BadRow, event_line, readable_run, single_lines_size
 from sink.writer import ClickHouseWriter, Outcome, RetryLater
 
 log = logging.getLogger(__name__)
@@ -217,6 +218,10 @@ class SinkService(ConsumerStage[SinkSettings]):
                 for r in records:
                     self._add(r)
             elif tp.topic == self.settings.topic_raw:
+                if not readable_run(records):
+                    for r in records:
+                        self._add(r)
+                    continue
                 self._batch.track_run(tp.topic, tp.partition, records, sum(len(r.value or b"") for r in records))
                 self._batch.archive.extend(records)
             else:
@@ -228,10 +233,11 @@ class SinkService(ConsumerStage[SinkSettings]):
 
     def _add_events(self, topic: str, partition: int, records: list[RecordLike]) -> None:
         """A polled run of enriched records of one partition, in offset order: taken as they are when
-        every one is already a clean JSONEachRow line (the normal case), else record by record."""
+        every one is already a clean JSONEachRow line of a contract version this release reads (the normal
+        case), else record by record."""
         values = [r.value for r in records]
         size = single_lines_size(values)
-        if size is not None:
+        if size is not None and readable_run(records):
             self._batch.track_run(topic, partition, records, size)
             self._batch.events.extend(records)
             return
@@ -241,6 +247,13 @@ class SinkService(ConsumerStage[SinkSettings]):
     def _add(self, record: RecordLike) -> None:
         batch = self._batch
         batch.track(record)
+        unreadable = contract.version_failure(record.headers)
+        if unreadable is not None:  # written by a newer release: dead-lettered, never stored as ours
+            batch.dead_letters.append(DeadLetter(record, unreadable.reason, unreadable.detail))
+            return
+        if record.topic == self.settings.topic_raw:
+            batch.archive.append(record)
+            return
         if record.topic == self.settings.topic_dimensions:
             batch.dimensions.append(record)
             return
@@ -363,17 +376,10 @@ class SinkService(ConsumerStage[SinkSettings]):
         assert self._producer is not None
         sends = []
         for d in letters:
-            row = contract.bad_row(
-                stage="sink",
-                reason=d.reason,
-                detail=d.detail,
-                payload=d.record.value,
-                source_topic=d.record.topic,
-                source_partition=d.record.partition,
-                source_offset=d.record.offset,
-                event_id=_event_id(d.record.value),
+            failure = Failure(d.reason, d.detail, _event_id(d.record.value))
+            sends.append(
+                await deadletters.send(self._producer, self.settings.topic_deadletter, self.name, failure, d.record)
             )
-            sends.append(await self._producer.send(self.settings.topic_deadletter, row, key=d.record.key))
         await asyncio.gather(*sends)
 
     def _observe(self, batch: Batch, outcome: Outcome) -> None:

@@ -29,6 +29,8 @@ from typing import Any
 
 import orjson
 
+from pipeline import times
+
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 100
 # fromUnixTimestamp64Milli bounds for "all time": DateTime64(3) covers 1900..2299.
@@ -96,20 +98,12 @@ def check_names(args: Mapping[str, str], allowed: set[str]) -> None:
 
 def parse_instant(name: str, raw: str) -> int:
     """An ISO date (`2026-01-01`, midnight UTC) or date-time (UTC unless it has an offset) in epoch ms."""
-    text = raw.strip()
     try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        else:
-            moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=UTC)
+        ms = times.instant_ms(raw.strip(), assume_utc=True)
     except ValueError:
         raise BadParameter(
             f"{name} must be an ISO date (2026-01-31) or date-time (2026-01-31T12:00:00Z), got {raw!r}"
         ) from None
-    ms = int(moment.timestamp() * 1000)
     if not ALL_TIME[0] <= ms <= ALL_TIME[1]:
         raise BadParameter(f"{name} must be between 1970 and 2299, got {raw!r}")
     return ms

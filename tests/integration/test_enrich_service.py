@@ -14,7 +14,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import NewTopic
 
 from enrich.service import EnrichService
-from pipeline import contract, kafka
+from pipeline import deadletters, kafka
 from pipeline.kafkaerrors import KafkaFatal
 from pipeline.settings import Settings
 from tests.support import Running, body, event, produce_raw, publish_dimensions, read_topic, wait_for
@@ -137,7 +137,7 @@ async def test_bad_rows_go_to_the_dead_letter_topic_and_the_partition_keeps_movi
         {"topic": settings.topic_raw, "partition": partition, "offset": sent[1].offset},
         {"topic": settings.topic_raw, "partition": partition, "offset": sent[2].offset},
     ]
-    assert [contract.bad_row_payload(r) for r in rows] == [garbage, body(no_room)]
+    assert [deadletters.bad_row_payload(r) for r in rows] == [garbage, body(no_room)]
     assert all(r.key == room.encode() for r in bad)
 
 
@@ -251,7 +251,7 @@ async def test_an_unexpected_error_dead_letters_the_event_and_the_partition_keep
     [row] = [orjson.loads(r.value) for r in bad if r.value]
     assert (row["stage"], row["reason"]) == ("enrich", "internal_error")
     assert row["detail"].startswith("ZeroDivisionError")
-    assert contract.bad_row_payload(row) == body(poisoned)
+    assert deadletters.bad_row_payload(row) == body(poisoned)
 
 
 async def test_enrich_reports_lag_batch_sizes_and_produce_latency(settings: Settings) -> None:

@@ -18,7 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from ingest import signature
 from ingest.service import OPENAPI_PATH, WEBHOOK_PATH, IngestService
-from pipeline import contract, kafka
+from pipeline import contract, deadletters, kafka
 from pipeline.settings import Settings
 from tests.conftest import make_settings
 from tests.support import Running, body, event, read_topic, signed_headers, topic_record_count, wait_for
@@ -293,7 +293,7 @@ async def test_signed_malformed_body_gets_400_and_goes_to_the_dead_letter_topic(
     [record] = await read_topic(settings, settings.topic_deadletter, expect=1)
     row = orjson.loads(record.value)
     assert (row["stage"], row["reason"], row["detail"]) == ("ingest", reason, answer["detail"])
-    assert contract.bad_row_payload(row) == raw  # what Whereby signed, kept whole
+    assert deadletters.bad_row_payload(row) == raw  # what Whereby signed, kept whole
     assert row["event_id"] == ("evt-1" if reason in {"invalid_createdAt", "invalid_data", "invalid_type"} else None)
     assert await topic_record_count(settings, settings.topic_raw) == 0
 

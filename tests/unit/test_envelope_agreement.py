@@ -13,6 +13,7 @@ import pytest
 from enrich.dimensions import DimensionTable
 from enrich.enricher import BadEvent, enrich
 from ingest import envelope as ingest_envelope
+from pipeline import envelope
 
 BASE: dict[str, Any] = {
     "id": "5c1f0e9a7b3d2c4e6f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6",
@@ -82,3 +83,27 @@ def test_enrich_alone_requires_the_room_of_in_room_events() -> None:
     # Ingest keeps it (the raw topic stores everything signed); enrich cannot attribute it.
     body = ok_body(data={"roomSessionId": "s-1"})
     assert (verdict(ingest_check, body), verdict(enrich_check, body)) == (None, "missing_field")
+
+
+USAGE_FIELDS = [
+    pytest.param("room.client.joined", {"roomName": "/r", "participantId": "p"}, None, id="client-complete"),
+    pytest.param("room.client.joined", {"participantId": "p"}, "data.roomName", id="client-no-room"),
+    pytest.param("room.client.left", {"roomName": "/r", "participantId": ""}, "data.participantId", id="empty-p"),
+    pytest.param("room.client.left", {"roomName": "/r", "participantId": 5}, "data.participantId", id="p-number"),
+    pytest.param("room.session.started", {"roomName": "/r"}, None, id="session-needs-no-participant"),
+    pytest.param("room.session.ended", {"roomName": ""}, "data.roomName", id="session-empty-room"),
+    pytest.param("transcription.started", {}, None, id="other-types-carry-what-they-carry"),
+]
+
+
+@pytest.mark.parametrize(("event_type", "data", "field"), USAGE_FIELDS)
+def test_enrichs_usage_fields_rule(event_type: str, data: dict[str, Any], field: str | None) -> None:
+    """pipeline.envelope.require_usage_fields, the one rule enrich adds (reason missing_field)."""
+    env = envelope.check(ok_body(type=event_type, data=data))
+    if field is None:
+        envelope.require_usage_fields(env)
+        return
+    with pytest.raises(envelope.EnvelopeError) as caught:
+        envelope.require_usage_fields(env)
+    assert (caught.value.reason, caught.value.field, caught.value.event_id) == ("missing_field", field, BASE["id"])
+    assert verdict(enrich_check, ok_body(type=event_type, data=data)) == "missing_field"

@@ -126,8 +126,15 @@ def test_type_label_is_bounded() -> None:
     assert len(envelope.KNOWN_EVENT_TYPES) == 11
 
 
-def test_event_id_of_a_malformed_body() -> None:
-    assert envelope.event_id_of(with_(createdAt="nope")) == VALID["id"]
-    assert envelope.event_id_of(b"not json") is None
-    assert envelope.event_id_of(b"[1]") is None
-    assert envelope.event_id_of(with_(id=5)) is None
+def event_id_of(body: bytes) -> str | None:
+    with pytest.raises(envelope.EnvelopeError) as caught:
+        envelope.parse(body)
+    return caught.value.event_id
+
+
+def test_the_failure_of_a_malformed_body_carries_its_usable_id() -> None:
+    assert event_id_of(with_(createdAt="nope")) == VALID["id"]
+    assert event_id_of(with_(type=5)) == VALID["id"]
+    assert event_id_of(b"not json") is None
+    assert event_id_of(b"[1]") is None
+    assert event_id_of(with_(id=5)) is None

@@ -20,8 +20,8 @@ from aiokafka.cluster import ClusterMetadata
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from ingest.batcher import partition_for
 from ingest.metrics import _LoopCounter, _LoopHistogram
+from pipeline.partitioning import partition_for
 from sink.batch import RecordLike
 
 # Kafka's own test vectors for its murmur2 (clients/src/test/.../common/utils/UtilsTest.java), as
@@ -45,7 +45,7 @@ def test_murmur2_is_kafkas(key: bytes, java: int) -> None:
 
 
 def test_our_partition_choice_is_the_default_partitioners() -> None:
-    """ingest.batcher and enrich.service hash keys themselves instead of `send(key=...)`."""
+    """ingest.batcher and enrich.service hash keys themselves (pipeline.partitioning) instead of `send(key=...)`."""
     partitioner = DefaultPartitioner()
     rng = random.Random(7)
     for _ in range(500):

@@ -161,6 +161,24 @@ def test_enrich_envelope_returns_an_envelope_or_bad_event(body: bytes) -> None:
     assert isinstance(env, envelope.Envelope)
 
 
+@PROPERTY
+@given(BODIES)
+def test_ingest_and_enrich_judge_every_body_alike(body: bytes) -> None:
+    """One rule set: enrich refuses what ingest refuses, with the same reason and event id; of what ingest
+    accepts, enrich refuses only what `require_usage_fields` names (`missing_field`)."""
+    try:
+        ingest_envelope.parse(body)
+        ingest: tuple[str, str | None] | None = None
+    except envelope.EnvelopeError as exc:
+        ingest = (exc.reason, exc.event_id)
+    try:
+        _envelope(body)
+        enrich: tuple[str, str | None] | None = None
+    except BadEvent as exc:
+        enrich = (exc.reason, exc.event_id)
+    assert enrich == ingest or (ingest is None and enrich is not None and enrich[0] == "missing_field")
+
+
 TABLE = DimensionTable()
 TABLE.apply(b"customer:c-acme", b'{"room_name_prefixes": ["acme-"]}', 0)
 TABLE.apply(b"user:ext-ada", b'{"customer_id": "c-acme"}', 1)

@@ -60,6 +60,8 @@ def test_raw_record_is_ingests_key_and_headers_plus_the_source() -> None:
         contract.HEADER_RECEIVED_AT_MS: b"123",
         contract.HEADER_INGRESS_INSTANCE: b"r@1",
         contract.HEADER_EVENT_SOURCE: b"insights",
+        contract.HEADER_CONTRACT_VERSION: str(contract.CONTRACT_VERSION).encode(),
+        contract.HEADER_PRODUCER: contract.producer("reconcile").encode(),
     }
     key, headers = contract.raw_record(None, "x", "t", received_at_ms=1)
     assert key is None and contract.HEADER_EVENT_SOURCE not in dict(headers)

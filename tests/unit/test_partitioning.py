@@ -1,10 +1,11 @@
-"""The batcher's partitioner matches Kafka's default partitioner, so per-room order holds."""
+"""pipeline.partitioning (used by ingest's batcher and enrich's record batches) matches Kafka's default
+partitioner, so per-room order holds."""
 
 from __future__ import annotations
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from ingest.batcher import partition_for
+from pipeline.partitioning import partition_for
 
 
 def test_same_partition_as_kafkas_default_partitioner() -> None:
