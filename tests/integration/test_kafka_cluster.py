@@ -20,7 +20,7 @@ from harness.ports import free_port_block
 from pipeline import kafka, replicas
 from pipeline.settings import Settings
 from tests.conftest import make_settings
-from tests.support import read_topic
+from tests.support import read_topic, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -76,7 +76,14 @@ async def test_replicated_topics_survive_a_leader_kill(cluster: dict[str, str], 
     await kafka.wait_for_broker(s, timeout_s=60)
     await kafka.ensure_topics(s)
 
-    states, min_insync = await replicas.describe(s)
+    # A new cluster's brokers learn of created topics a moment apart: wait until the one answering
+    # describes every contract topic with its full replica set (seen empty right after creation).
+    async def fully_described() -> tuple[list[replicas.PartitionState], dict[str, int]] | None:
+        found, insync = await replicas.describe(s)
+        complete = {st.topic for st in found} == set(replicas.contract_topics(s))
+        return (found, insync) if complete and all(len(st.isr) == 3 for st in found) else None
+
+    states, min_insync = await wait_for(fully_described, timeout_s=60)
     assert {st.topic for st in states} == set(replicas.contract_topics(s))
     assert all(len(st.replicas) == 3 and len(st.isr) == 3 for st in states), states
     assert min_insync == {topic: 2 for topic in replicas.contract_topics(s)}
