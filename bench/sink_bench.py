@@ -333,10 +333,11 @@ def bi_queries(client: Any, db: str) -> dict[str, Any]:
     rooms_t, rooms = through_api(queries.usage_rooms, {**MONTH, "customer_id": BI_CUSTOMER})
     bounds = {"low": MONTH["from"], "high": MONTH["to"]}
     baseline_t, _ = _timed(client, BASELINE_MONTHLY.replace("{db}", db), bounds)
-    # Minutes and distinct participants must agree: the read API counts distinct participants from each
-    # connection's previous anchor (VIEWS.md §9), the baseline with uniqExact over the raw ids.
+    # Minutes and distinct counts must agree: the read API counts distinct participants from each
+    # connection's previous anchor (VIEWS.md §9) and users by a stored hash, the baseline with uniqExact
+    # over the raw ids.
     api_query = queries.usage_customers(db, MONTH)
-    for column in ("participant_minutes", "unique_participants"):
+    for column in ("participant_minutes", "unique_participants", "unique_users"):
         ours = _by_customer(client.query(api_query.sql, parameters=api_query.params), column)
         theirs = _by_customer(client.query(BASELINE_MONTHLY.replace("{db}", db), parameters=bounds), column)
         if ours != theirs:
