@@ -249,7 +249,8 @@ USAGE = (*MINUTES, *CONNECTION_COUNTS)
 # sum. Every usage result carries it under its own name, so nobody has to know which columns to add
 # (VIEWS.md §5). Written after the minutes it adds: in an aggregating SELECT the names are the sums' aliases.
 BILLABLE = "billable_participant_minutes"
-_BILLABLE = f"toUInt64(participant_minutes + assistant_minutes + captioner_minutes) AS {BILLABLE}"
+_BILLABLE_SUM = "toUInt64(participant_minutes + assistant_minutes + captioner_minutes)"
+_BILLABLE = f"{_BILLABLE_SUM} AS {BILLABLE}"
 
 
 def _columns(names: tuple[str, ...]) -> str:
@@ -509,7 +510,7 @@ def insights_rooms(database: str, args: Mapping[str, str]) -> Query:
     if args.get("roomNamePrefix"):
         params["prefix"], params["prefix_slash"] = _room_names(args["roomNamePrefix"])
         where.append("(startsWith(room_name, {prefix:String}) OR startsWith(room_name, {prefix_slash:String}))")
-    select = """
+    select = f"""
         room_name AS roomName, customer_id AS customerId, customer_name AS customerName,
         first_session_started_at AS firstSessionStartedAt, last_session_started_at AS lastSessionStartedAt,
         participant_minutes AS totalParticipantMinutes, recorder_minutes AS totalRecorderMinutes,
@@ -517,7 +518,7 @@ def insights_rooms(database: str, args: Mapping[str, str]) -> Query:
         unique_recorders AS totalUniqueRecorders, unique_streamers AS totalUniqueStreamers,
         unique_users AS totalUniqueUsers, sessions AS totalSessions, assistant_minutes AS totalAssistantMinutes,
         captioner_minutes AS totalCaptionerMinutes,
-        toUInt64(participant_minutes + assistant_minutes + captioner_minutes) AS totalBillableParticipantMinutes,
+        {_BILLABLE_SUM} AS totalBillableParticipantMinutes,
         open_connections AS openConnections,
         incomplete_connections AS incompleteConnections, estimated_connections AS estimatedConnections"""
     return _paged(
@@ -543,14 +544,14 @@ def insights_room_sessions(database: str, args: Mapping[str, str]) -> Query:
     if args.get("roomSessionId"):
         params["session"] = args["roomSessionId"]
         where.append("room_session_id = {session:String}")
-    select = """
+    select = f"""
         room_session_id AS roomSessionId, room_name AS roomName, customer_id AS customerId,
         customer_name AS customerName, started_at AS startedAt, ended_at AS endedAt,
         participant_minutes AS totalParticipantMinutes, recorder_minutes AS totalRecorderMinutes,
         streamer_minutes AS totalStreamerMinutes, unique_participants AS totalUniqueParticipants,
         unique_recorders AS totalUniqueRecorders, unique_streamers AS totalUniqueStreamers,
         assistant_minutes AS totalAssistantMinutes, captioner_minutes AS totalCaptionerMinutes,
-        toUInt64(participant_minutes + assistant_minutes + captioner_minutes) AS totalBillableParticipantMinutes,
+        {_BILLABLE_SUM} AS totalBillableParticipantMinutes,
         open_connections AS openConnections, incomplete_connections AS incompleteConnections,
         estimated_connections AS estimatedConnections"""
     return _paged(
